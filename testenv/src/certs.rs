@@ -1,0 +1,101 @@
+//! Key material for a throw-away control plane, generated in-process with rcgen so
+//! the test environment needs no openssl CLI.
+//!
+//! We generate our own CA and serving certificate (rather than letting kube-apiserver
+//! self-sign into `--cert-dir`) so the kubeconfig can carry the CA and clients verify
+//! TLS for real, the same way they do against a production cluster.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// Files written by [`generate`].
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    /// PEM of the CA that signed the serving certificate (goes into the kubeconfig).
+    pub ca_pem: String,
+    /// CA certificate file.
+    pub ca_cert: PathBuf,
+    /// kube-apiserver serving certificate (SANs 127.0.0.1, localhost, kubernetes...).
+    pub serving_cert: PathBuf,
+    /// Private key of the serving certificate.
+    pub serving_key: PathBuf,
+    /// ECDSA P-256 private key that signs service-account tokens.
+    pub service_account_key: PathBuf,
+    /// Its public key, which verifies them (the apiserver does not derive it from a
+    /// PKCS#8 private key file).
+    pub service_account_pub: PathBuf,
+}
+
+/// Writes a CA, a serving certificate and a service-account key into `dir`.
+pub fn generate(dir: &Path) -> Result<CertFiles> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "ottoscaler-testenv-ca");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
+    let ca_key = KeyPair::generate().context("cannot generate CA key")?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .context("cannot self-sign CA")?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let sans = [
+        "127.0.0.1",
+        "10.0.0.1",
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut serving_params = CertificateParams::new(sans).context("serving cert params")?;
+    serving_params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    serving_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    serving_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    serving_params.use_authority_key_identifier_extension = true;
+    let serving_key = KeyPair::generate().context("cannot generate serving key")?;
+    let serving_cert = serving_params
+        .signed_by(&serving_key, &issuer)
+        .context("cannot sign serving certificate")?;
+
+    let sa_key = KeyPair::generate().context("cannot generate service-account key")?;
+
+    let files = CertFiles {
+        ca_pem: ca_cert.pem(),
+        ca_cert: dir.join("ca.crt"),
+        serving_cert: dir.join("apiserver.crt"),
+        serving_key: dir.join("apiserver.key"),
+        service_account_key: dir.join("sa.key"),
+        service_account_pub: dir.join("sa.pub"),
+    };
+    write(&files.ca_cert, &files.ca_pem)?;
+    write(&files.serving_cert, &serving_cert.pem())?;
+    write(&files.serving_key, &serving_key.serialize_pem())?;
+    write(&files.service_account_key, &sa_key.serialize_pem())?;
+    write(&files.service_account_pub, &sa_key.public_key_pem())?;
+    Ok(files)
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+}

@@ -1,0 +1,335 @@
+//! A real etcd + kube-apiserver on loopback, like controller-runtime's envtest.
+//!
+//! No controller-manager and no scheduler run: nothing garbage-collects owned
+//! objects, finalizes deleted namespaces or creates `default` ServiceAccounts (we
+//! disable the ServiceAccount admission plugin instead). Scheduling and kubelet
+//! behaviour come from [`crate::kubesim`].
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::binaries;
+use crate::certs;
+use crate::kubeconfig;
+use crate::ports::free_port;
+use crate::process::ManagedChild;
+use crate::workdir::WorkDir;
+
+/// How a [`ControlPlane`] is started.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneOptions {
+    /// Directory for data, certificates, logs and the kubeconfig; a temporary one
+    /// (removed on drop) when `None`. etcd's data in it is wiped on start.
+    pub dir: Option<PathBuf>,
+    /// How long to wait for `/readyz`.
+    pub ready_timeout: Duration,
+    /// Directory with the binaries; located via [`binaries::binaries_dir`] if `None`.
+    pub binaries_dir: Option<PathBuf>,
+}
+
+impl Default for ControlPlaneOptions {
+    fn default() -> Self {
+        ControlPlaneOptions {
+            dir: None,
+            ready_timeout: Duration::from_secs(90),
+            binaries_dir: None,
+        }
+    }
+}
+
+/// A running etcd + kube-apiserver. Dropping it kills both (SIGKILL); [`stop`]
+/// shuts them down gracefully. Both also die with the process (PDEATHSIG).
+///
+/// [`stop`]: ControlPlane::stop
+#[derive(Debug)]
+pub struct ControlPlane {
+    // Field order matters: the servers are killed before the directory is removed.
+    apiserver: ManagedChild,
+    etcd: ManagedChild,
+    server_url: String,
+    token: String,
+    kubeconfig: PathBuf,
+    binaries: PathBuf,
+    config: kube::Config,
+    startup: Duration,
+    dir: WorkDir,
+}
+
+/// Attempts before giving up; a retry uses new ports (a port picked as free may be
+/// taken by someone else before the server binds it).
+const ATTEMPTS: usize = 3;
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver and waits until the apiserver is ready.
+    pub async fn start(opts: ControlPlaneOptions) -> Result<ControlPlane> {
+        let binaries = match &opts.binaries_dir {
+            Some(dir) => dir.clone(),
+            None => tokio::task::spawn_blocking(binaries::binaries_dir)
+                .await
+                .context("binaries lookup panicked")??,
+        };
+        let dir = match &opts.dir {
+            Some(dir) => WorkDir::existing(dir)?,
+            None => WorkDir::temp("controlplane")?,
+        };
+        let mut last_err = None;
+        for attempt in 1..=ATTEMPTS {
+            match Self::try_start(&binaries, dir.path(), opts.ready_timeout).await {
+                Ok(parts) => return Ok(parts.assemble(binaries, dir)),
+                Err(StartError::Fatal(err)) => return Err(err),
+                Err(StartError::Retry(err)) => {
+                    eprintln!("testenv: control plane start attempt {attempt} failed: {err:#}");
+                    last_err = Some(err);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("control plane did not start")))
+    }
+
+    async fn try_start(bin: &Path, dir: &Path, timeout: Duration) -> Result<Parts, StartError> {
+        let started = Instant::now();
+        let certs_dir = dir.join("certs");
+        let logs = dir.join("logs");
+        let etcd_data = dir.join("etcd-data");
+        let setup = || -> Result<_> {
+            std::fs::create_dir_all(&logs).context("cannot create logs dir")?;
+            if etcd_data.exists() {
+                std::fs::remove_dir_all(&etcd_data).context("cannot wipe old etcd data")?;
+            }
+            let certs = certs::generate(&certs_dir)?;
+            let token = format!("{:032x}", rand::random::<u128>());
+            let tokens = dir.join("tokens.csv");
+            std::fs::write(&tokens, format!("{token},admin,admin,\"system:masters\"\n"))
+                .context("cannot write token file")?;
+            Ok((certs, token, tokens))
+        };
+        let (certs, token, tokens) = setup().map_err(StartError::Fatal)?;
+
+        let (etcd_port, peer_port, secure_port) = (free_port()?, free_port()?, free_port()?);
+        let client_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd_cmd = Command::new(bin.join("etcd"));
+        etcd_cmd.args([
+            "--name=testenv".to_string(),
+            format!("--data-dir={}", etcd_data.display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=testenv={peer_url}"),
+            // Test data is disposable: skipping fsync makes etcd much faster on CI disks.
+            "--unsafe-no-fsync=true".to_string(),
+            "--log-level=warn".to_string(),
+        ]);
+        let etcd = ManagedChild::start("etcd", etcd_cmd, &logs.join("etcd.log"))?;
+
+        let server_url = format!("https://127.0.0.1:{secure_port}");
+        let mut api_cmd = Command::new(bin.join("kube-apiserver"));
+        api_cmd.args([
+            format!("--etcd-servers={client_url}"),
+            format!("--cert-dir={}", certs_dir.display()),
+            format!("--tls-cert-file={}", certs.serving_cert.display()),
+            format!("--tls-private-key-file={}", certs.serving_key.display()),
+            format!("--secure-port={secure_port}"),
+            "--bind-address=127.0.0.1".to_string(),
+            "--advertise-address=127.0.0.1".to_string(),
+            "--service-cluster-ip-range=10.0.0.0/24".to_string(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
+            format!(
+                "--service-account-key-file={}",
+                certs.service_account_pub.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                certs.service_account_key.display()
+            ),
+            format!("--token-auth-file={}", tokens.display()),
+            "--authorization-mode=RBAC".to_string(),
+            // Without a controller-manager nobody creates `default` ServiceAccounts.
+            "--disable-admission-plugins=ServiceAccount".to_string(),
+            "--allow-privileged=true".to_string(),
+            // The endpoints of the `kubernetes` Service may not be a loopback address,
+            // so the reconciler would log an error every few seconds.
+            "--endpoint-reconciler-type=none".to_string(),
+            "--profiling=false".to_string(),
+        ]);
+        let apiserver =
+            ManagedChild::start("kube-apiserver", api_cmd, &logs.join("kube-apiserver.log"))?;
+
+        // The kubeconfig gets its final name only once the apiserver is ready, so
+        // whoever waits for the file (a script around `testenv up`) can use it at once.
+        let kubeconfig_path = dir.join("kubeconfig");
+        let partial = dir.join(".kubeconfig.partial");
+        kubeconfig::write(&partial, &server_url, &certs.ca_cert, &token)
+            .map_err(StartError::Fatal)?;
+        let config = kubeconfig::load(&partial)
+            .await
+            .map_err(StartError::Fatal)?;
+        let mut parts = Parts {
+            apiserver,
+            etcd,
+            server_url,
+            token,
+            kubeconfig: kubeconfig_path,
+            config,
+            startup: Duration::ZERO,
+        };
+        parts.wait_ready(started, timeout).await?;
+        parts.startup = started.elapsed();
+        std::fs::rename(&partial, &parts.kubeconfig)
+            .with_context(|| format!("cannot write {}", parts.kubeconfig.display()))
+            .map_err(StartError::Fatal)?;
+        Ok(parts)
+    }
+
+    /// Stops kube-apiserver, then etcd, each with SIGTERM and a grace period.
+    pub fn stop(&mut self) {
+        self.apiserver.stop(Duration::from_secs(15));
+        self.etcd.stop(Duration::from_secs(10));
+    }
+
+    /// SIGKILLs both servers and removes the working directory if it is temporary;
+    /// for a process that is about to exit (the shared instance is never dropped).
+    pub(crate) fn kill_at_exit(&self) {
+        self.apiserver.kill_now();
+        self.etcd.kill_now();
+        self.dir.remove_now();
+    }
+
+    /// `https://127.0.0.1:PORT` of the apiserver.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// Bearer token of a user in group `system:masters`.
+    pub fn admin_token(&self) -> &str {
+        &self.token
+    }
+
+    /// The kubeconfig file (CA-verified TLS, admin token).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Directory with etcd, kube-apiserver and kubectl.
+    pub fn binaries_dir(&self) -> &Path {
+        &self.binaries
+    }
+
+    /// The working directory (certs/, logs/, etcd-data/, kubeconfig).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// kube-rs configuration for the admin user.
+    pub fn config(&self) -> &kube::Config {
+        &self.config
+    }
+
+    /// A new client. Create one per tokio runtime: a client must not outlive the
+    /// runtime it first ran on.
+    pub fn client(&self) -> Result<kube::Client> {
+        kube::Client::try_from(self.config.clone()).context("cannot build kube client")
+    }
+
+    /// Time from spawning etcd to a ready apiserver.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// Pids of (etcd, kube-apiserver).
+    pub fn pids(&self) -> (u32, u32) {
+        (self.etcd.pid(), self.apiserver.pid())
+    }
+}
+
+/// Why one start attempt failed: a retry with new ports may help, or not.
+enum StartError {
+    Retry(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for StartError {
+    fn from(err: anyhow::Error) -> Self {
+        StartError::Retry(err)
+    }
+}
+
+/// The servers of one successful attempt, before they get their directory.
+struct Parts {
+    apiserver: ManagedChild,
+    etcd: ManagedChild,
+    server_url: String,
+    token: String,
+    kubeconfig: PathBuf,
+    config: kube::Config,
+    startup: Duration,
+}
+
+impl Parts {
+    fn assemble(self, binaries: PathBuf, dir: WorkDir) -> ControlPlane {
+        ControlPlane {
+            apiserver: self.apiserver,
+            etcd: self.etcd,
+            server_url: self.server_url,
+            token: self.token,
+            kubeconfig: self.kubeconfig,
+            binaries,
+            config: self.config,
+            startup: self.startup,
+            dir,
+        }
+    }
+
+    /// Polls `/readyz` every 200 ms until it answers `ok`, a server exits, or the
+    /// timeout passes; errors quote the tail of the server logs.
+    async fn wait_ready(&mut self, started: Instant, timeout: Duration) -> Result<(), StartError> {
+        let client = kube::Client::try_from(self.config.clone())
+            .context("cannot build kube client")
+            .map_err(StartError::Fatal)?;
+        let mut last_report = Instant::now();
+        let mut last_answer;
+        loop {
+            if let Some(status) = self.etcd.try_exited() {
+                return Err(StartError::Retry(anyhow::anyhow!(
+                    "etcd exited ({status}) before the apiserver was ready; etcd log tail:\n{}",
+                    self.etcd.log_tail(4000)
+                )));
+            }
+            if let Some(status) = self.apiserver.try_exited() {
+                return Err(StartError::Retry(anyhow::anyhow!(
+                    "kube-apiserver exited ({status}) before it was ready; log tail:\n{}",
+                    self.apiserver.log_tail(6000)
+                )));
+            }
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .context("cannot build /readyz request")
+                .map_err(StartError::Fatal)?;
+            match tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await {
+                Ok(Ok(body)) if body.trim() == "ok" => return Ok(()),
+                Ok(Ok(body)) => last_answer = body,
+                Ok(Err(err)) => last_answer = err.to_string(),
+                Err(_) => last_answer = "timed out after 5s".to_string(),
+            }
+            let waited = started.elapsed();
+            if waited > timeout {
+                return Err(StartError::Fatal(anyhow::anyhow!(
+                    "kube-apiserver not ready after {waited:.0?} (last /readyz answer: {}); \
+                     apiserver log tail:\n{}\netcd log tail:\n{}",
+                    last_answer.trim(),
+                    self.apiserver.log_tail(6000),
+                    self.etcd.log_tail(2000)
+                )));
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                eprintln!("testenv: waiting for kube-apiserver /readyz ({waited:.0?})...");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

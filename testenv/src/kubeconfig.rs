@@ -1,0 +1,45 @@
+//! The kubeconfig handed to clients (kube-rs, kubectl, ottoscaler itself).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Writes a kubeconfig for `server` that trusts the CA file `ca_cert` and
+/// authenticates with the bearer `token` (context `testenv`, namespace `default`).
+pub fn write(path: &Path, server: &str, ca_cert: &Path, token: &str) -> Result<()> {
+    // Plain formatting keeps serde_yaml out of the crate; every value is ours and
+    // quoted, so nothing needs escaping beyond what `{:?}` does.
+    let yaml = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: {server:?}
+    certificate-authority: {ca:?}
+users:
+- name: admin
+  user:
+    token: {token:?}
+contexts:
+- name: testenv
+  context:
+    cluster: testenv
+    user: admin
+    namespace: default
+current-context: testenv
+",
+        ca = ca_cert.display().to_string(),
+    );
+    std::fs::write(path, yaml).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Loads a kube-rs [`kube::Config`] from a kubeconfig file (its current context).
+pub async fn load(path: &Path) -> Result<kube::Config> {
+    let kubeconfig = Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("invalid kubeconfig {}", path.display()))
+}
