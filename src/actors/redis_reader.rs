@@ -1,0 +1,306 @@
+//! RedisReader: owns the consumer-group read of the event stream (CONTRACT.md sections
+//! 1 and 2) and feeds the Supervisor, acknowledging each entry only once its effect is
+//! durable or it was dead-lettered.
+//!
+//! ```text
+//!  connect ─► XGROUP CREATE ─► own pending (id 0, paged) ─► new (`>`, BLOCK) ─┐
+//!     ▲                                                           ▲          │
+//!     └── Redis error: backoff, reconnect ◄───────────────────────┴──────────┘
+//!  every claim_idle/2: touch in-flight ids, XAUTOCLAIM idle entries of any consumer
+//! ```
+//!
+//! Each entry is validated ([`ScaleEvent::from_fields`]); an invalid, vanished or
+//! too-often-delivered one is dead-lettered and acked in one MULTI. A valid one is sent
+//! to the Supervisor; `Ok(EventAccepted)` -> XACK -> [`EventAcknowledged`];
+//! `Err(EventRefused)` leaves it pending so the claim loop retries it. Events of a batch
+//! are dispatched concurrently and answered independently.
+//!
+//! Backpressure: nothing is read or claimed while the Supervisor reports no free slots or
+//! `max_in_flight` events await answers; the reader then re-checks every
+//! [`BACKPRESSURE_WAIT`].
+//!
+//! Nothing is ever lost on a Redis failure: what was not acked is still pending, and is
+//! read again by the pending-first read after the reconnect (or claimed). Nothing is
+//! repeated either: entries still being handled (`in_flight`) are skipped when they come
+//! back, and accepted entries whose XACK failed (`unacked`) are acked again, never sent
+//! to the Supervisor a second time.
+//!
+//! # Layout
+//! - this file: the actor's state, connection handling, stop, and message handlers;
+//! - `reading`: the read loop (pending first, then new) and the claim loop;
+//! - `entry`: what happens to one entry (dispatch, ack, dead letter);
+//! - `client`: `StreamClient`, the Redis commands, each with a timeout;
+//! - `entries`: pure parsing of replies and dead-letter fields;
+//! - `config`: [`ReaderConfig`] and the defaults.
+
+mod client;
+mod config;
+mod entries;
+mod entry;
+mod reading;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use self::client::{StreamClient, StreamError};
+pub use self::config::{
+    BACKPRESSURE_WAIT, DEFAULT_BLOCK, DEFAULT_MAX_IN_FLIGHT, DEFAULT_READ_COUNT, ReaderConfig,
+};
+use self::reading::Cursor;
+use crate::http::Health;
+use crate::messages::reader::IsEventPending;
+use crate::messages::redis::{ReadingStopped, StopReading};
+use crate::messages::supervisor::{EventAcknowledged, GetStatus};
+use crate::messages::{EventLimits, ScaleEvent};
+use crate::metrics::Metrics;
+use crate::retry::Backoff;
+
+/// Reads the event stream as one consumer of the group and feeds the Supervisor.
+pub struct RedisReader {
+    config: Arc<ReaderConfig>,
+    events: Recipient<ScaleEvent>,
+    acks: Recipient<EventAcknowledged>,
+    status: Recipient<GetStatus>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    limits: EventLimits,
+    /// The live connections; `None` while (re)connecting.
+    client: Option<Arc<StreamClient>>,
+    /// Bumped on every connect and every connection loss: a loop step or error from an
+    /// older connection is then recognised as stale and ends quietly.
+    generation: u64,
+    /// Failed connection attempts in a row, for the backoff.
+    attempt: u32,
+    /// A connect is scheduled or running (at most one at a time).
+    connecting: bool,
+    /// Entries being handled now: dispatched and unanswered, being acked or
+    /// dead-lettered. Skipped when a pending read or a claim returns them again.
+    in_flight: HashSet<String>,
+    /// Accepted entries whose XACK failed: acked again after the reconnect, never
+    /// dispatched again (the Supervisor already did the work).
+    unacked: BTreeSet<String>,
+    /// The last refusal per entry, for the dead-letter reason after max deliveries.
+    refusals: HashMap<String, String>,
+    /// A claim round is running.
+    claiming: bool,
+    /// The running read step (or its backpressure wait), cancelled on stop.
+    read_handle: Option<SpawnHandle>,
+    /// [`StopReading`] arrived: no more reads or claims.
+    stopping: bool,
+    /// Who waits for the stop to complete.
+    stop_waiters: Vec<oneshot::Sender<ReadingStopped>>,
+}
+
+impl RedisReader {
+    /// A reader feeding the Supervisor behind `events` (and `acks`, `status`: the same
+    /// Supervisor in production, a recording actor in tests).
+    pub fn new(
+        config: ReaderConfig,
+        events: Recipient<ScaleEvent>,
+        acks: Recipient<EventAcknowledged>,
+        status: Recipient<GetStatus>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        limits: EventLimits,
+    ) -> RedisReader {
+        RedisReader {
+            config: Arc::new(config),
+            events,
+            acks,
+            status,
+            metrics,
+            health,
+            limits,
+            client: None,
+            generation: 0,
+            attempt: 0,
+            connecting: false,
+            in_flight: HashSet::new(),
+            unacked: BTreeSet::new(),
+            refusals: HashMap::new(),
+            claiming: false,
+            read_handle: None,
+            stopping: false,
+            stop_waiters: Vec::new(),
+        }
+    }
+
+    // ---- connection -------------------------------------------------------------
+
+    /// Connects both connections and ensures the group. Spawned (not `wait`): the
+    /// mailbox keeps answering `IsEventPending` and Supervisor answers meanwhile.
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        self.connecting = true;
+        let config = self.config.clone();
+        let fut = async move {
+            let client = StreamClient::connect(&config).await?;
+            client.ensure_group().await?;
+            Ok::<_, StreamError>(client)
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.connecting = false;
+            match res {
+                Ok(client) => act.on_connected(client, ctx),
+                Err(e) => {
+                    act.metrics.redis_error();
+                    act.health.set_redis(false);
+                    warn!(error = %e, attempt = act.attempt, "cannot connect to Redis; retrying");
+                    act.schedule_connect(ctx);
+                }
+            }
+        }));
+    }
+
+    /// Schedules the next connect after the jittered backoff of the attempts so far.
+    fn schedule_connect(&mut self, ctx: &mut Context<Self>) {
+        if self.connecting {
+            return;
+        }
+        self.connecting = true;
+        let delay = Backoff::REDIS.delay(self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        ctx.run_later(delay, |act, ctx| act.connect(ctx));
+    }
+
+    /// Connected: ack what could not be acked, then read own pending entries first.
+    fn on_connected(&mut self, client: StreamClient, ctx: &mut Context<Self>) {
+        self.client = Some(Arc::new(client));
+        self.generation += 1;
+        self.attempt = 0;
+        self.health.set_redis(true);
+        info!(stream = %self.config.stream, group = %self.config.group, consumer = %self.config.consumer, "connected to Redis; reading own pending entries first");
+        let unacked: Vec<String> = self.unacked.iter().cloned().collect();
+        for id in unacked {
+            self.retry_ack(id, ctx);
+        }
+        if !self.stopping {
+            self.read_step(Cursor::Pending("0".into()), ctx);
+        }
+        self.check_stopped();
+    }
+
+    /// A command failed. If it ran on the current connection, drop the connection and
+    /// reconnect with backoff; the pending-first read after it recovers whatever was
+    /// delivered but not seen. Errors from an already replaced connection only count.
+    fn on_redis_error(&mut self, generation: u64, err: StreamError, ctx: &mut Context<Self>) {
+        self.metrics.redis_error();
+        if generation != self.generation || self.client.is_none() {
+            debug!(error = %err, "error on a replaced Redis connection");
+            return;
+        }
+        warn!(error = %err, "Redis command failed; reconnecting");
+        self.health.set_redis(false);
+        self.client = None;
+        self.generation += 1;
+        if let Some(handle) = self.read_handle.take() {
+            ctx.cancel_future(handle);
+        }
+        self.schedule_connect(ctx);
+    }
+
+    // ---- stop -------------------------------------------------------------------
+
+    /// Completes the stop once nothing is in flight or waiting for its ack.
+    fn check_stopped(&mut self) {
+        if self.stopping && self.in_flight.is_empty() && self.unacked.is_empty() {
+            self.finish_stop();
+        }
+    }
+
+    /// Answers every [`StopReading`] with what is still unfinished.
+    fn finish_stop(&mut self) {
+        let unfinished = self.in_flight.len() + self.unacked.len();
+        if self.stop_waiters.is_empty() {
+            return;
+        }
+        if unfinished == 0 {
+            info!("reader stopped; every dispatched event was answered");
+        } else {
+            warn!(
+                unfinished,
+                "reader stop timed out; unfinished entries stay pending and are redelivered"
+            );
+        }
+        for waiter in self.stop_waiters.drain(..) {
+            let _ = waiter.send(ReadingStopped { unfinished });
+        }
+    }
+}
+
+impl Actor for RedisReader {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        info!(stream = %self.config.stream, consumer = %self.config.consumer, "redis reader started");
+        ctx.run_interval(self.config.claim_period(), |act, ctx| act.claim_round(ctx));
+        self.connect(ctx);
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        self.health.set_redis(false);
+        Running::Stop
+    }
+}
+
+/// Restarted by `actix::Supervisor` after it stopped: the spawned futures (reads,
+/// dispatches, acks) were dropped with the old context, so everything they tracked is
+/// reset. What they had read is still pending in Redis and comes back through the
+/// pending-first read after the reconnect. `unacked` survives: those entries are done.
+impl Supervised for RedisReader {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        warn!("redis reader restarting");
+        self.client = None;
+        self.generation += 1;
+        self.connecting = false;
+        self.claiming = false;
+        self.in_flight.clear();
+        self.read_handle = None;
+        self.stop_waiters.clear();
+    }
+}
+
+impl Handler<IsEventPending> for RedisReader {
+    type Result = ResponseActFuture<Self, Result<bool, String>>;
+
+    fn handle(&mut self, msg: IsEventPending, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(client) = self.client.clone() else {
+            return Box::pin(actix::fut::ready(Err("not connected to Redis".to_string())));
+        };
+        let generation = self.generation;
+        let fut = async move { client.is_pending(&msg.event_id).await };
+        Box::pin(fut.into_actor(self).map(move |res, act, ctx| {
+            res.map_err(|e| {
+                let text = e.to_string();
+                act.on_redis_error(generation, e, ctx);
+                text
+            })
+        }))
+    }
+}
+
+impl Handler<StopReading> for RedisReader {
+    type Result = ResponseFuture<ReadingStopped>;
+
+    fn handle(&mut self, msg: StopReading, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.stop_waiters.push(tx);
+        if !self.stopping {
+            info!(in_flight = self.in_flight.len(), timeout = ?msg.timeout, "reader stops reading; waiting for in-flight events");
+            self.stopping = true;
+            if let Some(handle) = self.read_handle.take() {
+                ctx.cancel_future(handle);
+            }
+            ctx.run_later(msg.timeout, |act, _| act.finish_stop());
+        }
+        self.check_stopped();
+        Box::pin(async move {
+            // The sender is dropped only if the actor restarted meanwhile; nothing of the
+            // old incarnation is in flight then.
+            rx.await.unwrap_or(ReadingStopped { unfinished: 0 })
+        })
+    }
+}

@@ -1,0 +1,178 @@
+//! The `run` command: wires settings, clients and actors together, serves HTTP, and
+//! shuts down in order on SIGTERM/SIGINT.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use tracing::{info, warn};
+
+use crate::actors::pod_watcher::PodWatcher;
+use crate::actors::redis_reader::{ReaderConfig, RedisReader};
+use crate::actors::results_publisher::{PublisherConfig, ResultsPublisher};
+use crate::actors::supervisor::{Supervisor, SupervisorConfig};
+use crate::actors::worker_pod::WorkerEnv;
+use crate::http::{self, Health};
+use crate::kube_client;
+use crate::messages::EventLimits;
+use crate::messages::redis::StopReading;
+use crate::messages::supervisor::{GetStatus, StopIntake};
+use crate::metrics::Metrics;
+use crate::pods::resolve_templates;
+use crate::settings::Settings;
+
+/// How often readiness follows the Supervisor's view of the pod watch.
+const READINESS_PERIOD: Duration = Duration::from_millis(500);
+
+/// Runs ottoscaler until SIGTERM or SIGINT. Must run inside an actix System.
+pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
+    // Destructured so that a setting nobody uses is a compile error.
+    let Settings {
+        shutdown_timeout,
+        redis,
+        kubernetes,
+        limits,
+        worker,
+        http: http_settings,
+        templates: _,
+    } = &settings;
+    let templates = resolve_templates(&settings)?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new());
+
+    let (client, namespace) = kube_client::client(kubernetes, kubeconfig, metrics.clone())
+        .await
+        .context("connecting to Kubernetes")?;
+    let consumer = settings.consumer_name();
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %namespace,
+        stream = %redis.stream,
+        group = %redis.group,
+        %consumer,
+        max_workers = limits.max_workers,
+        "ottoscaler starting"
+    );
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+
+    let server = http::serve(http_settings.addr, health.clone(), metrics.clone())
+        .with_context(|| format!("http.addr: cannot listen on {}", http_settings.addr))?;
+    let server_handle = server.handle();
+    actix_rt::spawn(server);
+
+    let publisher =
+        ResultsPublisher::new(PublisherConfig::from_settings(redis), metrics.clone()).start();
+
+    // The Supervisor and the reader know each other: the reader sends events, the
+    // Supervisor asks the reader whether adopted events are still pending. The
+    // Supervisor's context is made first so the reader can be given its address.
+    let supervisor_ctx = Context::<Supervisor>::new();
+    let supervisor_addr = supervisor_ctx.address();
+    let limits_for_events = EventLimits {
+        max_pods_per_event: limits.max_pods_per_event,
+        templates: settings
+            .template_names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    };
+    let reader_config = ReaderConfig::from_settings(redis, consumer);
+    let reader_metrics = metrics.clone();
+    let reader_health = health.clone();
+    let reader_supervisor = supervisor_addr.clone();
+    // Supervised: if the reader stops on an unrecoverable error, actix restarts it.
+    let reader = actix::Supervisor::start(move |_| {
+        RedisReader::new(
+            reader_config,
+            reader_supervisor.clone().recipient(),
+            reader_supervisor.clone().recipient(),
+            reader_supervisor.recipient(),
+            reader_metrics,
+            reader_health,
+            limits_for_events,
+        )
+    });
+    let supervisor = supervisor_ctx.run(Supervisor::new(SupervisorConfig {
+        worker_env: Arc::new(WorkerEnv {
+            pods: pods.clone(),
+            pending_timeout: worker.pending_timeout,
+            image_pull_grace: worker.image_pull_grace,
+            metrics: metrics.clone(),
+        }),
+        templates,
+        max_workers: limits.max_workers as usize,
+        results: publisher.recipient(),
+        pending_checker: Some(reader.clone().recipient()),
+        metrics: metrics.clone(),
+    }));
+    let _watcher = PodWatcher::new(pods, supervisor.clone().recipient()).start();
+
+    // Kubernetes readiness is the pod watch being up (its list done), as the Supervisor
+    // sees it; no extra API requests are spent on probing.
+    let readiness = {
+        let supervisor = supervisor.clone();
+        let health = health.clone();
+        actix_rt::spawn(async move {
+            loop {
+                let ready = supervisor.send(GetStatus).await.is_ok_and(|s| s.ready);
+                health.set_kube(ready);
+                tokio::time::sleep(READINESS_PERIOD).await;
+            }
+        })
+    };
+
+    wait_for_signal().await;
+
+    // Shutdown, within `shutdown_timeout` (CONTRACT.md section 6):
+    // 1. readiness goes down, so no new traffic is routed here;
+    // 2. the reader stops reading and waits for in-flight events to be answered and
+    //    acknowledged (what is not answered stays pending and is redelivered);
+    // 3. the Supervisor takes no more events; workers are left alone, and their pods
+    //    keep running for the next instance to adopt;
+    // 4. the HTTP server stops; the process exits 0.
+    info!(timeout = ?shutdown_timeout, "shutting down");
+    readiness.abort();
+    health.set_kube(false);
+    let stop_budget = shutdown_timeout.saturating_sub(Duration::from_secs(1));
+    match tokio::time::timeout(
+        *shutdown_timeout,
+        reader.send(StopReading {
+            timeout: stop_budget,
+        }),
+    )
+    .await
+    {
+        Ok(Ok(stopped)) if stopped.unfinished == 0 => info!("reader stopped cleanly"),
+        Ok(Ok(stopped)) => warn!(
+            unfinished = stopped.unfinished,
+            "reader stopped with entries unfinished; they stay pending and are redelivered"
+        ),
+        Ok(Err(e)) => warn!(error = %e, "reader did not answer the stop"),
+        Err(_) => warn!("reader stop timed out"),
+    }
+    let _ = supervisor.send(StopIntake).await;
+    server_handle.stop(true).await;
+    info!("ottoscaler stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes' stop) or SIGINT (Ctrl-C).
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops ottoscaler");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The Kubernetes client: which cluster and namespace, and the layers every request
+//! passes (rate limit, timeout, request counter; see [`layers`]).
+//!
+//! Config source, first that applies:
+//! 1. `--kubeconfig PATH`: the operator asked for it explicitly;
+//! 2. in-cluster, when running in a pod (`KUBERNETES_SERVICE_HOST` set and the service
+//!    account token mounted);
+//! 3. `KUBECONFIG`, else `~/.kube/config`.
+//!
+//! Namespace: `kubernetes.namespace` when set, else the config's own (the pod's namespace
+//! in-cluster, the kubeconfig context's), else `default`.
+
+pub mod layers;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::client::ClientBuilder;
+use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::{Client, Config};
+
+use crate::metrics::Metrics;
+use crate::settings::KubernetesSettings;
+
+use self::layers::{CountLayer, RateLimitLayer, TimeoutLayer};
+
+/// Mounted into every pod with a service account; its presence (with
+/// `KUBERNETES_SERVICE_HOST`) is what "running in a pod" means here.
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Time to the response headers of a non-watch request. The API server answers a create
+/// or delete in milliseconds; past this the connection is likely dead, and the caller's
+/// retry does better than waiting on it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time for the readiness probe's `/version` request.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeClientError {
+    #[error("--kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: KubeconfigError,
+    },
+    #[error("in-cluster Kubernetes config: {0}")]
+    InCluster(#[source] InClusterError),
+    #[error("kubeconfig (KUBECONFIG or ~/.kube/config): {0}")]
+    DefaultKubeconfig(#[source] KubeconfigError),
+    #[error("Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// A client for the cluster this process should manage, and the namespace of its worker
+/// pods. Reads local files only; the first request goes out when the caller makes one.
+pub async fn client(
+    settings: &KubernetesSettings,
+    kubeconfig: Option<&Path>,
+    metrics: Arc<Metrics>,
+) -> Result<(Client, String), KubeClientError> {
+    let config = load_config(kubeconfig).await?;
+    let namespace = namespace(&settings.namespace, &config.default_namespace);
+    let client = ClientBuilder::try_from(config)
+        .map_err(KubeClientError::Client)?
+        // Innermost first: the timeout starts once the rate limit let the request go, and
+        // the counter sees timeouts as `error`.
+        .with_layer(&TimeoutLayer::new(REQUEST_TIMEOUT))
+        .with_layer(&RateLimitLayer::new(settings.qps, settings.burst))
+        .with_layer(&CountLayer::new(metrics))
+        .build();
+    Ok((client, namespace))
+}
+
+/// Whether the API server answers `/version` within a few seconds; for `/readyz`.
+pub async fn reachable(client: &Client) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await,
+        Ok(Ok(_))
+    )
+}
+
+async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, KubeClientError> {
+    if let Some(path) = kubeconfig {
+        let kubeconfig_error = |source| KubeClientError::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+        return Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+            .await
+            .map_err(kubeconfig_error);
+    }
+    if in_cluster() {
+        return Config::incluster().map_err(KubeClientError::InCluster);
+    }
+    Config::from_kubeconfig(&KubeConfigOptions::default())
+        .await
+        .map_err(KubeClientError::DefaultKubeconfig)
+}
+
+fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|h| !h.is_empty())
+        && Path::new(SERVICE_ACCOUNT_TOKEN).is_file()
+}
+
+/// `configured` when set, else the config's default (kube fills it from the in-cluster
+/// namespace file or the kubeconfig context), else `default`.
+fn namespace(configured: &str, from_config: &str) -> String {
+    [configured, from_config]
+        .into_iter()
+        .find(|ns| !ns.is_empty())
+        .unwrap_or("default")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_namespace_wins_then_the_configs_then_default() {
+        assert_eq!(namespace("ci", "team-a"), "ci");
+        assert_eq!(namespace("", "team-a"), "team-a");
+        assert_eq!(namespace("", ""), "default");
+    }
+
+    #[tokio::test]
+    async fn a_kubeconfig_file_gives_a_client_in_its_contexts_namespace() {
+        let dir =
+            std::env::temp_dir().join(format!("ottoscaler-kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:1\n\
+             contexts:\n- name: test\n  context:\n    cluster: c\n    user: u\n    namespace: team-a\n\
+             users:\n- name: u\n  user:\n    token: abc\n",
+        )
+        .expect("write");
+        let metrics = Arc::new(Metrics::default());
+        let settings = KubernetesSettings::default();
+        let result = client(&settings, Some(&path), Arc::clone(&metrics)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let (client, ns) = result.expect("client");
+        assert_eq!(ns, "team-a");
+
+        // Nothing listens on port 1: the request fails fast and is counted as an error.
+        assert!(!reachable(&client).await);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"ottoscaler_kube_requests_total{verb="get",code="error"}"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_kubeconfig_file_names_the_path() {
+        let result = client(
+            &KubernetesSettings::default(),
+            Some(Path::new("/nonexistent/kubeconfig")),
+            Arc::new(Metrics::default()),
+        )
+        .await;
+        let Err(err) = result else {
+            panic!("a missing kubeconfig must fail");
+        };
+        assert!(
+            err.to_string()
+                .starts_with("--kubeconfig /nonexistent/kubeconfig: "),
+            "{err}"
+        );
+    }
+}

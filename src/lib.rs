@@ -1,0 +1,36 @@
+//! Ottoscaler runs Otto CI/CD build agents ("workers") on Kubernetes, one pod per unit of
+//! work, driven by scale events on a Redis Stream.
+//!
+//! ```text
+//!  Redis stream ──► RedisReader ──ScaleEvent──► Supervisor ──spawns──► WorkerPodActor ×N
+//!   (group, ack       │  ▲ accepted/refused       │  ▲  ▲                │ create / delete
+//!    when durable)    │  └────────────────────────┘  │  │ WorkerFinished ▼
+//!                     │                  PodWatcher ─┘  │            kube-apiserver
+//!                     ▼                  (one watch)    ▼
+//!                 dead letters                    ResultsPublisher ──► results stream
+//! ```
+//!
+//! # Layout
+//! - [`messages`]: every message between actors, and the `ScaleEvent` model with its
+//!   validation.
+//! - [`actors`]: one actor per module (reader, supervisor, worker, watch, publisher).
+//! - [`pods`]: pod names, templates and pod building (pure).
+//! - [`outcome`]: outcome rules and scale_down selection (pure).
+//! - [`retry`]: backoff with jitter and error classification.
+//! - [`settings`]: configuration, loaded once and validated at start.
+//! - [`kube_client`]: the Kubernetes client with rate limiting and request metrics.
+//! - [`metrics`], [`http`], [`telemetry`]: what operators see.
+//! - [`cli`]: the command line; [`app`]: the `run` command wiring it all together.
+
+pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod http;
+pub mod kube_client;
+pub mod messages;
+pub mod metrics;
+pub mod outcome;
+pub mod pods;
+pub mod retry;
+pub mod settings;
+pub mod telemetry;

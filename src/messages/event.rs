@@ -1,0 +1,472 @@
+//! The `ScaleEvent` model (CONTRACT.md section 1) and its validation.
+//!
+//! [`ScaleEvent::from_fields`] turns the raw fields of one stream entry into a validated
+//! event, or an [`EventError`] whose text names the field and says what is wrong; the
+//! Redis reader dead-letters the entry with that text.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use actix::Message;
+use thiserror::Error;
+
+use super::supervisor::{EventAccepted, EventRefused};
+
+/// Longest task id: it must be a valid Kubernetes label value.
+pub const MAX_TASK_ID_LEN: usize = 63;
+/// Metadata fields an event may carry (everything not a known field is metadata).
+pub const MAX_METADATA_FIELDS: usize = 32;
+/// Longest metadata key, `[A-Za-z0-9_]{1,63}`.
+pub const MAX_METADATA_KEY_LEN: usize = 63;
+/// Longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 1024;
+/// Longest template name (templates are keys of the config).
+const MAX_TEMPLATE_LEN: usize = 63;
+
+/// What a scale event asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleKind {
+    /// Run `pod_count` new workers for the task.
+    Up { pod_count: u32 },
+    /// Cancel `pod_count` unfinished workers of the task; `None` cancels all of them.
+    Down { pod_count: Option<u32> },
+}
+
+impl ScaleKind {
+    /// The `type` field's value, also the `type` label of `ottoscaler_events_total`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ScaleKind::Up { .. } => "scale_up",
+            ScaleKind::Down { .. } => "scale_down",
+        }
+    }
+}
+
+/// A validated scale event, as the Supervisor receives it.
+///
+/// The Supervisor answers once the event's effect is durable in Kubernetes (every pod of
+/// a scale_up created or found, every deletion of a scale_down accepted); only then may
+/// the sender acknowledge the stream entry, and it then sends
+/// [`EventAcknowledged`](super::supervisor::EventAcknowledged).
+#[derive(Debug, Clone, PartialEq, Message)]
+#[rtype(result = "Result<EventAccepted, EventRefused>")]
+pub struct ScaleEvent {
+    /// The stream entry id (`1718000000000-0`); pod names and results derive from it.
+    pub event_id: String,
+    /// scale_up or scale_down, with its pod count.
+    pub kind: ScaleKind,
+    /// The Otto task the workers belong to (a valid label value).
+    pub task_id: String,
+    /// Name of the configured pod template; `default` when the event names none.
+    pub template: String,
+    /// Every field that is not a known one; becomes `OTTO_META_<KEY>` env vars.
+    pub metadata: BTreeMap<String, String>,
+    /// The producer's unix seconds, informational only.
+    pub timestamp: Option<i64>,
+    /// When ottoscaler read the entry: the start of `ottoscaler_pod_create_seconds`.
+    pub read_at: Instant,
+}
+
+/// Why an entry is not a valid event. The text is a sentence a person understands and
+/// always names the field.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EventError {
+    #[error("field `{0}` is missing")]
+    Missing(&'static str),
+    #[error("field `{field}` is not valid UTF-8")]
+    NotUtf8 { field: String },
+    #[error("field `type` is {0:?}; expected `scale_up` or `scale_down`")]
+    UnknownType(String),
+    #[error("field `pod_count` is {value:?}; expected a whole number from {min} to {max}")]
+    PodCount { value: String, min: u32, max: u32 },
+    #[error(
+        "field `task_id` is {0:?}; expected 1 to 63 characters of letters, digits, `-`, `_` or `.`, starting and ending with a letter or digit"
+    )]
+    TaskId(String),
+    #[error("field `template` is {0:?}; no pod template of that name is configured")]
+    UnknownTemplate(String),
+    #[error("field `timestamp` is {0:?}; expected unix seconds")]
+    Timestamp(String),
+    #[error("the event has {count} metadata fields; at most {max} are allowed")]
+    TooManyFields { count: usize, max: usize },
+    #[error("metadata field name {0:?} is invalid; expected 1 to 63 of `A-Z a-z 0-9 _`")]
+    MetadataKey(String),
+    #[error("metadata field `{key}` is {len} bytes long; at most {max} are allowed")]
+    MetadataValue { key: String, len: usize, max: usize },
+    #[error("field `{0}` appears more than once")]
+    Duplicate(String),
+    #[error("the entry has no fields (it was trimmed or deleted from the stream)")]
+    Empty,
+}
+
+/// What validation needs to know from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLimits {
+    /// Largest `pod_count` of a scale_up (`limits.max_pods_per_event`).
+    pub max_pods_per_event: u32,
+    /// Names of the configured pod templates.
+    pub templates: Vec<String>,
+}
+
+impl ScaleEvent {
+    /// Validates the raw fields of stream entry `event_id` (CONTRACT.md section 1).
+    pub fn from_fields(
+        event_id: &str,
+        fields: &[(String, Vec<u8>)],
+        limits: &EventLimits,
+    ) -> Result<ScaleEvent, EventError> {
+        if fields.is_empty() {
+            return Err(EventError::Empty);
+        }
+        let mut known: BTreeMap<&'static str, String> = BTreeMap::new();
+        let mut metadata = BTreeMap::new();
+        let metadata_count = fields
+            .iter()
+            .filter(|(k, _)| known_field(k).is_none())
+            .count();
+        if metadata_count > MAX_METADATA_FIELDS {
+            return Err(EventError::TooManyFields {
+                count: metadata_count,
+                max: MAX_METADATA_FIELDS,
+            });
+        }
+        for (key, raw) in fields {
+            match known_field(key) {
+                Some(name) => {
+                    let value = std::str::from_utf8(raw)
+                        .map_err(|_| EventError::NotUtf8 { field: name.into() })?;
+                    if known.insert(name, value.to_string()).is_some() {
+                        return Err(EventError::Duplicate(name.into()));
+                    }
+                }
+                None => {
+                    if !valid_metadata_key(key) {
+                        return Err(EventError::MetadataKey(truncated(key)));
+                    }
+                    if raw.len() > MAX_METADATA_VALUE_BYTES {
+                        return Err(EventError::MetadataValue {
+                            key: key.clone(),
+                            len: raw.len(),
+                            max: MAX_METADATA_VALUE_BYTES,
+                        });
+                    }
+                    let value = std::str::from_utf8(raw)
+                        .map_err(|_| EventError::NotUtf8 { field: key.clone() })?;
+                    if metadata.insert(key.clone(), value.to_string()).is_some() {
+                        return Err(EventError::Duplicate(key.clone()));
+                    }
+                }
+            }
+        }
+
+        let kind_raw = known.get("type").ok_or(EventError::Missing("type"))?;
+        let task_id = known.get("task_id").ok_or(EventError::Missing("task_id"))?;
+        if !valid_task_id(task_id) {
+            return Err(EventError::TaskId(truncated(task_id)));
+        }
+        let pod_count = known
+            .get("pod_count")
+            .map(|v| parse_pod_count(v, limits.max_pods_per_event, kind_raw))
+            .transpose()?;
+        let kind = match kind_raw.as_str() {
+            "scale_up" => ScaleKind::Up {
+                pod_count: pod_count.ok_or(EventError::Missing("pod_count"))?,
+            },
+            "scale_down" => ScaleKind::Down { pod_count },
+            other => return Err(EventError::UnknownType(truncated(other))),
+        };
+        let template = match known.get("template") {
+            None => "default".to_string(),
+            Some(t) if t.len() <= MAX_TEMPLATE_LEN && limits.templates.iter().any(|n| n == t) => {
+                t.clone()
+            }
+            Some(t) => return Err(EventError::UnknownTemplate(truncated(t))),
+        };
+        let timestamp = known
+            .get("timestamp")
+            .map(|t| {
+                t.trim()
+                    .parse::<i64>()
+                    .map_err(|_| EventError::Timestamp(truncated(t)))
+            })
+            .transpose()?;
+
+        Ok(ScaleEvent {
+            event_id: event_id.to_string(),
+            kind,
+            task_id: task_id.clone(),
+            template,
+            metadata,
+            timestamp,
+            read_at: Instant::now(),
+        })
+    }
+}
+
+/// The known fields, as `'static` names; anything else is metadata.
+fn known_field(key: &str) -> Option<&'static str> {
+    match key {
+        "type" => Some("type"),
+        "task_id" => Some("task_id"),
+        "pod_count" => Some("pod_count"),
+        "template" => Some("template"),
+        "timestamp" => Some("timestamp"),
+        _ => None,
+    }
+}
+
+fn parse_pod_count(value: &str, max_up: u32, kind: &str) -> Result<u32, EventError> {
+    // scale_down has no upper bound of its own: it cancels at most what runs.
+    let max = if kind == "scale_up" { max_up } else { u32::MAX };
+    let err = || EventError::PodCount {
+        value: truncated(value),
+        min: 1,
+        max,
+    };
+    let n: u64 = value.trim().parse().map_err(|_| err())?;
+    if n == 0 || n > u64::from(max) {
+        return Err(err());
+    }
+    u32::try_from(n).map_err(|_| err())
+}
+
+/// A valid Kubernetes label value of 1 to 63 characters:
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`.
+pub fn valid_task_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    let (Some(first), Some(last)) = (bytes.first(), bytes.last()) else {
+        return false;
+    };
+    bytes.len() <= MAX_TASK_ID_LEN
+        && first.is_ascii_alphanumeric()
+        && last.is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn valid_metadata_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_METADATA_KEY_LEN
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Quotes at most 80 characters of a bad value in an error, so a hostile 1 MB field does
+/// not become a 1 MB log line.
+fn truncated(value: &str) -> String {
+    const MAX: usize = 80;
+    match value.char_indices().nth(MAX) {
+        None => value.to_string(),
+        Some((cut, _)) => format!("{}...", &value[..cut]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> EventLimits {
+        EventLimits {
+            max_pods_per_event: 50,
+            templates: vec!["default".into(), "gpu".into()],
+        }
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<ScaleEvent, EventError> {
+        ScaleEvent::from_fields("1-0", &fields(pairs), &limits())
+    }
+
+    fn error_text(pairs: &[(&str, &str)]) -> String {
+        match parse(pairs) {
+            Ok(e) => panic!("expected an error, got {e:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_seed_event_is_valid() {
+        let e = parse(&[
+            ("type", "scale_up"),
+            ("pod_count", "3"),
+            ("task_id", "task-123"),
+        ])
+        .expect("seed event");
+        assert_eq!(e.kind, ScaleKind::Up { pod_count: 3 });
+        assert_eq!(e.task_id, "task-123");
+        assert_eq!(e.template, "default");
+        assert!(e.metadata.is_empty());
+        assert_eq!(e.event_id, "1-0");
+    }
+
+    #[test]
+    fn unknown_fields_become_metadata() {
+        let e = parse(&[
+            ("type", "scale_up"),
+            ("pod_count", "1"),
+            ("task_id", "t"),
+            ("branch", "main"),
+            ("commit_sha", "abc"),
+            ("template", "gpu"),
+            ("timestamp", "1718000000"),
+        ])
+        .expect("valid");
+        assert_eq!(e.metadata.len(), 2);
+        assert_eq!(e.metadata["branch"], "main");
+        assert_eq!(e.template, "gpu");
+        assert_eq!(e.timestamp, Some(1_718_000_000));
+    }
+
+    #[test]
+    fn type_is_required_and_must_be_known() {
+        assert_eq!(
+            error_text(&[("pod_count", "1"), ("task_id", "t")]),
+            "field `type` is missing"
+        );
+        assert!(
+            error_text(&[
+                ("type", "scale_sideways"),
+                ("pod_count", "1"),
+                ("task_id", "t")
+            ])
+            .starts_with("field `type` is \"scale_sideways\"")
+        );
+    }
+
+    #[test]
+    fn pod_count_rules_for_scale_up() {
+        for bad in ["abc", "0", "-1", "51", "1000000000000", "1.5", ""] {
+            let text = error_text(&[("type", "scale_up"), ("pod_count", bad), ("task_id", "t")]);
+            assert!(text.starts_with("field `pod_count`"), "{bad}: {text}");
+            assert!(text.contains("from 1 to 50"), "{bad}: {text}");
+        }
+        assert_eq!(
+            error_text(&[("type", "scale_up"), ("task_id", "t")]),
+            "field `pod_count` is missing"
+        );
+        let e = parse(&[("type", "scale_up"), ("pod_count", "50"), ("task_id", "t")]);
+        assert_eq!(e.map(|e| e.kind), Ok(ScaleKind::Up { pod_count: 50 }));
+    }
+
+    #[test]
+    fn pod_count_is_optional_for_scale_down() {
+        let all = parse(&[("type", "scale_down"), ("task_id", "t")]).map(|e| e.kind);
+        assert_eq!(all, Ok(ScaleKind::Down { pod_count: None }));
+        let two = parse(&[("type", "scale_down"), ("task_id", "t"), ("pod_count", "2")]);
+        assert_eq!(
+            two.map(|e| e.kind),
+            Ok(ScaleKind::Down { pod_count: Some(2) })
+        );
+        let zero = error_text(&[("type", "scale_down"), ("task_id", "t"), ("pod_count", "0")]);
+        assert!(zero.starts_with("field `pod_count`"), "{zero}");
+    }
+
+    #[test]
+    fn task_id_must_be_a_label_value() {
+        let long = "a".repeat(64);
+        for bad in [
+            "",
+            "has space",
+            "-lead",
+            "trail-",
+            "ümlaut",
+            "a/b",
+            long.as_str(),
+        ] {
+            let text = error_text(&[("type", "scale_up"), ("pod_count", "1"), ("task_id", bad)]);
+            assert!(text.starts_with("field `task_id`"), "{bad:?}: {text}");
+        }
+        for good in ["a", "A.b_c-9", &"z".repeat(63)] {
+            assert!(valid_task_id(good), "{good}");
+        }
+        assert_eq!(
+            error_text(&[("type", "scale_up"), ("pod_count", "1")]),
+            "field `task_id` is missing"
+        );
+    }
+
+    #[test]
+    fn template_must_be_configured() {
+        let text = error_text(&[
+            ("type", "scale_up"),
+            ("pod_count", "1"),
+            ("task_id", "t"),
+            ("template", "tpu"),
+        ]);
+        assert!(
+            text.contains("field `template`") && text.contains("\"tpu\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let mut many = vec![("type", "scale_up"), ("pod_count", "1"), ("task_id", "t")];
+        let keys: Vec<String> = (0..33).map(|i| format!("k{i}")).collect();
+        many.extend(keys.iter().map(|k| (k.as_str(), "v")));
+        assert_eq!(
+            error_text(&many),
+            "the event has 33 metadata fields; at most 32 are allowed"
+        );
+        many.truncate(3 + 32);
+        assert!(parse(&many).is_ok());
+
+        let text = error_text(&[
+            ("type", "scale_up"),
+            ("pod_count", "1"),
+            ("task_id", "t"),
+            ("bad-key", "v"),
+        ]);
+        assert!(
+            text.starts_with("metadata field name \"bad-key\""),
+            "{text}"
+        );
+
+        let huge = "x".repeat(1025);
+        let text = error_text(&[
+            ("type", "scale_up"),
+            ("pod_count", "1"),
+            ("task_id", "t"),
+            ("blob", &huge),
+        ]);
+        assert_eq!(
+            text,
+            "metadata field `blob` is 1025 bytes long; at most 1024 are allowed"
+        );
+    }
+
+    #[test]
+    fn non_utf8_and_duplicates_and_empty_are_named() {
+        let mut f = fields(&[("type", "scale_up"), ("pod_count", "1")]);
+        f.push(("task_id".into(), vec![0xff, 0xfe]));
+        let err = ScaleEvent::from_fields("1-0", &f, &limits());
+        assert_eq!(
+            err.map_err(|e| e.to_string()),
+            Err("field `task_id` is not valid UTF-8".into())
+        );
+
+        let text = error_text(&[
+            ("type", "scale_up"),
+            ("type", "scale_up"),
+            ("pod_count", "1"),
+            ("task_id", "t"),
+        ]);
+        assert_eq!(text, "field `type` appears more than once");
+
+        let empty = ScaleEvent::from_fields("1-0", &[], &limits());
+        assert_eq!(empty, Err(EventError::Empty));
+    }
+
+    #[test]
+    fn errors_quote_at_most_80_characters() {
+        let long = "q".repeat(10_000);
+        let text = error_text(&[("type", &long), ("pod_count", "1"), ("task_id", "t")]);
+        assert!(text.len() < 200, "{}", text.len());
+    }
+}

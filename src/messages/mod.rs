@@ -1,0 +1,16 @@
+//! Every message the actors exchange, grouped by the actor that receives it.
+//!
+//! Actors talk only through these types. Fields are named and documented; results are
+//! typed, so a test can stand in for any actor by handling the same messages.
+
+pub mod event;
+pub mod reader;
+pub mod redis;
+pub mod results;
+pub mod supervisor;
+pub mod watch;
+pub mod worker;
+
+pub use event::{EventError, EventLimits, ScaleEvent, ScaleKind};
+pub use results::{Outcome, PublishError, WorkerFinished};
+pub use watch::{PodObservation, PodPhase, PodWatchEvent, Terminated};

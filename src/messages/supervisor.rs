@@ -1,0 +1,105 @@
+//! Messages the Supervisor receives (besides [`ScaleEvent`](super::ScaleEvent),
+//! [`WorkerFinished`](super::WorkerFinished) and [`PodWatchEvent`](super::PodWatchEvent)),
+//! and its answers.
+
+use std::collections::BTreeMap;
+
+use actix::Message;
+use thiserror::Error;
+
+/// The event's effect is durable in Kubernetes: the sender may acknowledge it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventAccepted {
+    pub event_id: String,
+    /// scale_up: the pods created or found; scale_down: the pods whose deletion was accepted.
+    pub pods: Vec<String>,
+}
+
+/// The event could not be carried out now. The sender must not acknowledge it: a later
+/// delivery retries it (and after `redis.max_deliveries` it is dead-lettered).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EventRefused {
+    /// Creating or deleting pods failed; `pods_ok` of them did succeed.
+    #[error("{reason} ({pods_ok} of {pods_total} pods done)")]
+    Kubernetes {
+        reason: String,
+        pods_ok: usize,
+        pods_total: usize,
+    },
+    /// The Supervisor is shutting down and takes no new work.
+    #[error("ottoscaler is shutting down")]
+    ShuttingDown,
+}
+
+/// The sender acknowledged the event's stream entry: its finished workers may now delete
+/// their pods (CONTRACT.md section 2: never before, or a crash could run them twice).
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct EventAcknowledged {
+    pub event_id: String,
+}
+
+/// A worker's create request ended: the pod exists (created now or found), or creating it
+/// failed for good (a rejected spec, a forbidden namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct WorkerCreated {
+    pub pod: String,
+    pub result: Result<(), String>,
+}
+
+/// A worker's pod is gone and its result published: the worker is done.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct WorkerGone {
+    pub pod: String,
+}
+
+/// A worker actor stopped. Unless it said [`WorkerGone`] first, the Supervisor restarts
+/// it with backoff, resuming from the pod's real state.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct WorkerStopped {
+    pub pod: String,
+    /// The incarnation that stopped (a late stop of an old one is ignored).
+    pub incarnation: u32,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Stop taking events: the process is shutting down. Workers are left alone; their pods
+/// are adopted by the next instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct StopIntake;
+
+/// Ask the Supervisor what it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "SupervisorStatus")]
+pub struct GetStatus;
+
+/// What the Supervisor runs, for tests, `/readyz`, metrics and the reader's backpressure.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SupervisorStatus {
+    /// The initial pod list is done (adoption complete) and the watch is up.
+    pub ready: bool,
+    /// Workers alive (pods not yet gone).
+    pub active: usize,
+    /// `limits.max_workers - active`, never negative.
+    pub free_slots: usize,
+    /// scale_up events waiting for free slots.
+    pub queued_events: usize,
+    /// Live workers per task id.
+    pub tasks: BTreeMap<String, usize>,
+    /// Worker restarts since start.
+    pub restarts: u64,
+}
+
+/// Fault injection for supervision tests and chaos runs: make the named worker fail as
+/// if an unrecoverable error happened. Answers whether such a worker was running.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "bool")]
+pub struct FailWorker {
+    pub pod: String,
+    pub reason: String,
+}

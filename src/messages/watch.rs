@@ -1,0 +1,66 @@
+//! What the shared pod watch tells the Supervisor, and the compact view of a pod that
+//! workers decide on. A [`PodObservation`] keeps only what the outcome rules need, so
+//! ten thousand watched pods cost little memory.
+
+use actix::Message;
+use jiff::Timestamp;
+
+/// The pod phase, as Kubernetes reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Unknown,
+}
+
+/// How the `worker` container terminated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminated {
+    pub exit_code: i32,
+    pub reason: Option<String>,
+}
+
+/// The state of one worker pod, as last seen by the watch (or a GET).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodObservation {
+    pub name: String,
+    /// `ottoscaler.io/task-id` label.
+    pub task_id: Option<String>,
+    /// `ottoscaler.io/worker-index` label.
+    pub worker_index: Option<u32>,
+    /// `ottoscaler.io/event-id` annotation.
+    pub event_id: Option<String>,
+    /// `metadata.creationTimestamp`.
+    pub created_at: Option<Timestamp>,
+    pub phase: PodPhase,
+    /// `status.reason`, for example `DeadlineExceeded`.
+    pub pod_reason: Option<String>,
+    /// The reason the first container is waiting, for example `ImagePullBackOff`.
+    pub waiting_reason: Option<String>,
+    /// The first container's termination, once it terminated.
+    pub terminated: Option<Terminated>,
+    /// `status.startTime`: when the kubelet accepted the pod.
+    pub started_at: Option<Timestamp>,
+    /// `metadata.deletionTimestamp` is set: the pod is being deleted.
+    pub deleting: bool,
+}
+
+/// One event of the shared pod watch.
+#[derive(Debug, Clone, PartialEq, Message)]
+#[rtype(result = "()")]
+pub enum PodWatchEvent {
+    /// The watch (re)started a full list; `Listed` events and then `ListDone` follow.
+    Relisting,
+    /// A pod seen during a (re)list.
+    Listed(PodObservation),
+    /// The (re)list is complete: pods not listed are gone.
+    ListDone,
+    /// A pod was added or modified.
+    Applied(PodObservation),
+    /// A pod was deleted.
+    Deleted { name: String },
+    /// The watch failed and is retrying with backoff; readiness goes down until it lists.
+    Failed { error: String },
+}

@@ -1,0 +1,37 @@
+//! Messages a WorkerPodActor receives. Only its Supervisor sends them.
+
+use actix::Message;
+
+use super::PodObservation;
+
+/// The shared watch saw the worker's pod change (`Some`) or disappear (`None`).
+#[derive(Debug, Clone, PartialEq, Message)]
+#[rtype(result = "()")]
+pub struct PodUpdate {
+    pub observation: Option<PodObservation>,
+}
+
+/// The watch had a gap and re-listed without this pod: confirm with a GET whether it is
+/// really gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct Resync;
+
+/// The worker's event was acknowledged: once its result is published it may delete its pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct DeleteAllowed;
+
+/// A scale_down chose this worker: outcome `cancelled`, delete the pod. Answers once the
+/// deletion is accepted by the API server (or the pod was already gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Cancel;
+
+/// Fault injection for supervision tests and chaos runs: the worker fails as if an
+/// unrecoverable error (or a panic turned into a stop) happened, and stops.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct InjectFailure {
+    pub reason: String,
+}

@@ -1,0 +1,367 @@
+//! Outcome rules (CONTRACT.md section 4) and scale_down selection, as plain functions
+//! over [`PodObservation`]s. Workers call these; tests call them directly.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::messages::{Outcome, PodObservation, PodPhase, Terminated};
+use crate::pods::{
+    ANNOTATION_CREATED_AT, ANNOTATION_EVENT_ID, LABEL_TASK_ID, LABEL_WORKER_INDEX, WORKER_CONTAINER,
+};
+
+/// Container waiting reasons that mean the pod will not start by itself.
+pub const IMAGE_ERRORS: [&str; 4] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+];
+
+/// The compact view of a pod that workers decide on.
+pub fn observe(pod: &Pod) -> PodObservation {
+    let meta = &pod.metadata;
+    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    let status = pod.status.as_ref();
+    let phase = match status.and_then(|s| s.phase.as_deref()) {
+        Some("Pending") | None => PodPhase::Pending,
+        Some("Running") => PodPhase::Running,
+        Some("Succeeded") => PodPhase::Succeeded,
+        Some("Failed") => PodPhase::Failed,
+        Some(_) => PodPhase::Unknown,
+    };
+    // The worker container's status; the first one when a template renamed nothing.
+    let statuses = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or(&[]);
+    let container = statuses
+        .iter()
+        .find(|c| c.name == WORKER_CONTAINER)
+        .or_else(|| statuses.first());
+    let state = container.and_then(|c| c.state.as_ref());
+    PodObservation {
+        name: meta.name.clone().unwrap_or_default(),
+        task_id: label(LABEL_TASK_ID),
+        worker_index: label(LABEL_WORKER_INDEX).and_then(|i| i.parse().ok()),
+        event_id: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_EVENT_ID))
+            .cloned(),
+        // Our own annotation has sub-second precision; creationTimestamp only seconds.
+        created_at: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_CREATED_AT))
+            .and_then(|t| t.parse().ok())
+            .or_else(|| meta.creation_timestamp.as_ref().map(|t| t.0)),
+        phase,
+        pod_reason: status.and_then(|s| s.reason.clone()),
+        waiting_reason: state
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.clone()),
+        terminated: state
+            .and_then(|s| s.terminated.as_ref())
+            .map(|t| Terminated {
+                exit_code: t.exit_code,
+                reason: t.reason.clone(),
+            }),
+        started_at: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+        deleting: meta.deletion_timestamp.is_some(),
+    }
+}
+
+/// A decided outcome, with what the result reports about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+}
+
+/// What the rules need besides the pod: the worker's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long the pod has existed (or the worker has waited for it).
+    pub pending_for: Duration,
+    /// How long the container has been waiting on an image error, if it is.
+    pub image_error_for: Option<Duration>,
+    pub pending_timeout: Duration,
+    pub image_pull_grace: Duration,
+}
+
+/// The outcome of a pod, if it has one yet. Pure: the same observation and timing
+/// always give the same answer.
+pub fn decide(obs: &PodObservation, timing: &Timing) -> Option<Decision> {
+    let exit_code = obs.terminated.as_ref().map(|t| t.exit_code);
+    let container_reason = obs.terminated.as_ref().and_then(|t| t.reason.clone());
+    match obs.phase {
+        PodPhase::Succeeded => {
+            return Some(Decision {
+                outcome: Outcome::Succeeded,
+                exit_code: exit_code.or(Some(0)),
+                reason: container_reason,
+            });
+        }
+        PodPhase::Failed if obs.pod_reason.as_deref() == Some("DeadlineExceeded") => {
+            return Some(Decision {
+                outcome: Outcome::TimedOut,
+                exit_code,
+                reason: Some("DeadlineExceeded".into()),
+            });
+        }
+        PodPhase::Failed => {
+            return Some(Decision {
+                outcome: Outcome::Failed,
+                exit_code,
+                reason: container_reason.or_else(|| obs.pod_reason.clone()),
+            });
+        }
+        PodPhase::Pending | PodPhase::Running | PodPhase::Unknown => {}
+    }
+    if let (Some(reason), Some(waited)) = (&obs.waiting_reason, timing.image_error_for)
+        && IMAGE_ERRORS.contains(&reason.as_str())
+        && waited >= timing.image_pull_grace
+    {
+        return Some(Decision {
+            outcome: Outcome::TimedOut,
+            exit_code: None,
+            reason: Some(format!(
+                "container waited {} with {reason}",
+                humantime::format_duration(round_secs(waited))
+            )),
+        });
+    }
+    if obs.phase == PodPhase::Pending && timing.pending_for >= timing.pending_timeout {
+        let why = obs
+            .waiting_reason
+            .clone()
+            .unwrap_or_else(|| "Unschedulable or not started".into());
+        return Some(Decision {
+            outcome: Outcome::TimedOut,
+            exit_code: None,
+            reason: Some(format!(
+                "pending longer than {} ({why})",
+                humantime::format_duration(timing.pending_timeout)
+            )),
+        });
+    }
+    None
+}
+
+fn round_secs(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().min(u128::from(u64::MAX)) as u64 / 100 * 100)
+}
+
+/// Is the container waiting on an image error (the start of its grace period)?
+pub fn has_image_error(obs: &PodObservation) -> bool {
+    obs.waiting_reason
+        .as_deref()
+        .is_some_and(|r| IMAGE_ERRORS.contains(&r))
+}
+
+/// A live worker a scale_down may cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelCandidate {
+    pub pod: String,
+    /// Not yet Running (or never seen by the watch).
+    pub pending: bool,
+    /// When the pod started running, if it did.
+    pub started_at: Option<Timestamp>,
+}
+
+/// Which workers a scale_down of `count` (all when `None`) cancels: Pending ones first,
+/// then the most recently started. Ties break by name so the choice is deterministic.
+pub fn select_for_scale_down(
+    mut candidates: Vec<CancelCandidate>,
+    count: Option<u32>,
+) -> Vec<String> {
+    candidates.sort_by(|a, b| {
+        b.pending
+            .cmp(&a.pending)
+            .then_with(|| b.started_at.cmp(&a.started_at))
+            .then_with(|| a.pod.cmp(&b.pod))
+    });
+    let n = count.map_or(candidates.len(), |c| c as usize);
+    candidates.into_iter().take(n).map(|c| c.pod).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
+
+    fn obs(phase: PodPhase) -> PodObservation {
+        PodObservation {
+            name: "p".into(),
+            task_id: None,
+            worker_index: None,
+            event_id: None,
+            created_at: None,
+            phase,
+            pod_reason: None,
+            waiting_reason: None,
+            terminated: None,
+            started_at: None,
+            deleting: false,
+        }
+    }
+
+    fn timing() -> Timing {
+        Timing {
+            pending_for: Duration::from_secs(1),
+            image_error_for: None,
+            pending_timeout: Duration::from_secs(300),
+            image_pull_grace: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn succeeded_and_failed_phases() {
+        let d = decide(&obs(PodPhase::Succeeded), &timing()).expect("decided");
+        assert_eq!((d.outcome, d.exit_code), (Outcome::Succeeded, Some(0)));
+
+        let mut failed = obs(PodPhase::Failed);
+        failed.terminated = Some(Terminated {
+            exit_code: 3,
+            reason: Some("Error".into()),
+        });
+        let d = decide(&failed, &timing()).expect("decided");
+        assert_eq!(d.outcome, Outcome::Failed);
+        assert_eq!(d.exit_code, Some(3));
+        assert_eq!(d.reason.as_deref(), Some("Error"));
+    }
+
+    #[test]
+    fn deadline_exceeded_is_timed_out() {
+        let mut p = obs(PodPhase::Failed);
+        p.pod_reason = Some("DeadlineExceeded".into());
+        let d = decide(&p, &timing()).expect("decided");
+        assert_eq!(d.outcome, Outcome::TimedOut);
+        assert_eq!(d.reason.as_deref(), Some("DeadlineExceeded"));
+    }
+
+    #[test]
+    fn running_and_young_pending_pods_have_no_outcome() {
+        assert_eq!(decide(&obs(PodPhase::Running), &timing()), None);
+        assert_eq!(decide(&obs(PodPhase::Pending), &timing()), None);
+    }
+
+    #[test]
+    fn pending_too_long_is_timed_out() {
+        let t = Timing {
+            pending_for: Duration::from_secs(300),
+            ..timing()
+        };
+        let d = decide(&obs(PodPhase::Pending), &t).expect("decided");
+        assert_eq!(d.outcome, Outcome::TimedOut);
+        assert!(
+            d.reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("pending longer than 5m")),
+            "{d:?}"
+        );
+        // Running pods do not time out on the pending timer.
+        assert_eq!(decide(&obs(PodPhase::Running), &t), None);
+    }
+
+    #[test]
+    fn image_errors_time_out_after_the_grace_only() {
+        let mut p = obs(PodPhase::Pending);
+        p.waiting_reason = Some("ImagePullBackOff".into());
+        assert!(has_image_error(&p));
+        let within = Timing {
+            image_error_for: Some(Duration::from_secs(59)),
+            ..timing()
+        };
+        assert_eq!(decide(&p, &within), None);
+        let past = Timing {
+            image_error_for: Some(Duration::from_secs(60)),
+            ..timing()
+        };
+        let d = decide(&p, &past).expect("decided");
+        assert_eq!(d.outcome, Outcome::TimedOut);
+        assert!(
+            d.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("ImagePullBackOff")),
+            "{d:?}"
+        );
+
+        p.waiting_reason = Some("ContainerCreating".into());
+        assert!(!has_image_error(&p));
+        assert_eq!(decide(&p, &past), None);
+    }
+
+    #[test]
+    fn observe_reads_the_worker_container() {
+        let pod = Pod {
+            status: Some(PodStatus {
+                phase: Some("Failed".into()),
+                container_statuses: Some(vec![
+                    ContainerStatus {
+                        name: "sidecar".into(),
+                        state: Some(ContainerState {
+                            waiting: Some(ContainerStateWaiting {
+                                reason: Some("Other".into()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    ContainerStatus {
+                        name: "worker".into(),
+                        state: Some(ContainerState {
+                            terminated: Some(ContainerStateTerminated {
+                                exit_code: 3,
+                                reason: Some("Error".into()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let o = observe(&pod);
+        assert_eq!(o.phase, PodPhase::Failed);
+        assert_eq!(o.terminated.map(|t| t.exit_code), Some(3));
+        assert_eq!(o.waiting_reason, None);
+        assert!(!o.deleting);
+    }
+
+    #[test]
+    fn scale_down_takes_pending_first_then_most_recently_started() {
+        let at = |s: i64| Some(Timestamp::from_second(s).expect("ts"));
+        let c = |pod: &str, pending: bool, started_at| CancelCandidate {
+            pod: pod.into(),
+            pending,
+            started_at,
+        };
+        let candidates = vec![
+            c("old", false, at(100)),
+            c("new", false, at(300)),
+            c("pending-b", true, None),
+            c("mid", false, at(200)),
+            c("pending-a", true, None),
+        ];
+        assert_eq!(
+            select_for_scale_down(candidates.clone(), Some(2)),
+            vec!["pending-a", "pending-b"]
+        );
+        assert_eq!(
+            select_for_scale_down(candidates.clone(), Some(4)),
+            vec!["pending-a", "pending-b", "new", "mid"]
+        );
+        assert_eq!(select_for_scale_down(candidates.clone(), None).len(), 5);
+        assert_eq!(select_for_scale_down(candidates, Some(10)).len(), 5);
+        assert!(select_for_scale_down(vec![], Some(1)).is_empty());
+    }
+}

@@ -1,0 +1,468 @@
+//! Worker pods as plain data: deterministic names, pod templates, and building the pod
+//! a worker creates (CONTRACT.md section 3). Nothing here talks to Kubernetes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec, ResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::settings::{Settings, TemplateSettings};
+
+/// The label every ottoscaler pod carries; the shared watch selects on it.
+pub const MANAGED_BY_SELECTOR: &str = "managed-by=ottoscaler";
+pub const LABEL_MANAGED_BY: &str = "managed-by";
+pub const LABEL_APP: &str = "app";
+pub const LABEL_TASK_ID: &str = "ottoscaler.io/task-id";
+pub const LABEL_WORKER_INDEX: &str = "ottoscaler.io/worker-index";
+pub const ANNOTATION_EVENT_ID: &str = "ottoscaler.io/event-id";
+pub const ANNOTATION_CREATED_AT: &str = "ottoscaler.io/created-at";
+pub const ANNOTATION_METADATA: &str = "ottoscaler.io/metadata";
+/// The name of the container every worker pod runs its agent in.
+pub const WORKER_CONTAINER: &str = "worker";
+
+const NAME_PREFIX: &str = "otto-agent-";
+/// DNS-1123 label limit, which pod names must meet to be usable as hostnames.
+const MAX_NAME_LEN: usize = 63;
+
+/// The pod name of worker `index` of stream entry `event_id` for `task_id`:
+/// `otto-agent-<task>-<h>-<i>`. Deterministic, so a redelivered event finds its pods
+/// (409 AlreadyExists) instead of creating new ones.
+pub fn pod_name(task_id: &str, event_id: &str, index: u32) -> String {
+    let hash = hex8(event_id);
+    let suffix = format!("-{hash}-{index}");
+    let budget = MAX_NAME_LEN - NAME_PREFIX.len() - suffix.len();
+    let task: String = task_id
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            _ => '-',
+        })
+        .take(budget)
+        .collect();
+    format!("{NAME_PREFIX}{task}{suffix}")
+}
+
+/// 8 hex characters of SHA-256: stable across versions and platforms.
+fn hex8(s: &str) -> String {
+    let digest = Sha256::digest(s.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A pod template resolved at start: the spec, and labels/annotations to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodTemplate {
+    pub spec: PodSpec,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A template that cannot be used; the message names the template.
+#[derive(Debug, Error)]
+pub enum TemplateError {
+    #[error("templates.{name}.pod_spec_file: cannot read {path}: {source}")]
+    Read {
+        name: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("templates.{name}.pod_spec_file: {path} is not a valid PodSpec: {source}")]
+    Parse {
+        name: String,
+        path: String,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("templates.{name}: the PodSpec has no container")]
+    NoContainer { name: String },
+    #[error("templates.{name}: the image is empty")]
+    NoImage { name: String },
+}
+
+/// Resolves every configured template (reading `pod_spec_file`s) once, at start.
+pub fn resolve_templates(
+    settings: &Settings,
+) -> Result<BTreeMap<String, PodTemplate>, TemplateError> {
+    settings
+        .templates
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), resolve_template(name, t, settings)?)))
+        .collect()
+}
+
+fn resolve_template(
+    name: &str,
+    t: &TemplateSettings,
+    settings: &Settings,
+) -> Result<PodTemplate, TemplateError> {
+    let mut spec = match &t.pod_spec_file {
+        Some(path) => read_pod_spec(name, Path::new(path))?,
+        None => simple_spec(name, t)?,
+    };
+    // The contract's settings for every worker pod, whatever the template says.
+    spec.restart_policy = Some("Never".into());
+    if spec.active_deadline_seconds.is_none() {
+        spec.active_deadline_seconds = Some(secs(settings.worker.run_timeout));
+    }
+    Ok(PodTemplate {
+        spec,
+        labels: t.labels.clone(),
+        annotations: t.annotations.clone(),
+    })
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs().max(1)).unwrap_or(i64::MAX)
+}
+
+fn read_pod_spec(name: &str, path: &Path) -> Result<PodSpec, TemplateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+        name: name.into(),
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut spec: PodSpec =
+        serde_yaml_ng::from_str(&text).map_err(|source| TemplateError::Parse {
+            name: name.into(),
+            path: path.display().to_string(),
+            source,
+        })?;
+    let first = spec
+        .containers
+        .first_mut()
+        .ok_or_else(|| TemplateError::NoContainer { name: name.into() })?;
+    first.name = WORKER_CONTAINER.into();
+    Ok(spec)
+}
+
+fn simple_spec(name: &str, t: &TemplateSettings) -> Result<PodSpec, TemplateError> {
+    if t.image.trim().is_empty() {
+        return Err(TemplateError::NoImage { name: name.into() });
+    }
+    let quantities = |m: &BTreeMap<String, String>| {
+        (!m.is_empty()).then(|| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect()
+        })
+    };
+    Ok(PodSpec {
+        containers: vec![Container {
+            name: WORKER_CONTAINER.into(),
+            image: Some(t.image.clone()),
+            command: (!t.command.is_empty()).then(|| t.command.clone()),
+            resources: Some(ResourceRequirements {
+                requests: quantities(&t.resources.requests),
+                limits: quantities(&t.resources.limits),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+/// Which worker a pod is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerIdentity {
+    pub task_id: String,
+    pub event_id: String,
+    pub index: u32,
+}
+
+impl WorkerIdentity {
+    pub fn pod_name(&self) -> String {
+        pod_name(&self.task_id, &self.event_id, self.index)
+    }
+}
+
+/// The pod of one worker: the template's spec, the contract's labels, annotations and
+/// env. The event contributes only the documented env and annotations: it can never
+/// change the image, command, service account or security settings.
+pub fn build_pod(
+    template: &PodTemplate,
+    worker: &WorkerIdentity,
+    metadata: &BTreeMap<String, String>,
+    created_at: jiff::Timestamp,
+) -> Pod {
+    let mut labels = template.labels.clone();
+    labels.extend([
+        (LABEL_MANAGED_BY.to_string(), "ottoscaler".to_string()),
+        (LABEL_APP.to_string(), "otto-agent".to_string()),
+        (LABEL_TASK_ID.to_string(), worker.task_id.clone()),
+        (LABEL_WORKER_INDEX.to_string(), worker.index.to_string()),
+    ]);
+    let mut annotations = template.annotations.clone();
+    let metadata_json = serde_json::to_string(metadata).unwrap_or_else(|_| "{}".into());
+    annotations.extend([
+        (ANNOTATION_EVENT_ID.to_string(), worker.event_id.clone()),
+        (ANNOTATION_CREATED_AT.to_string(), created_at.to_string()),
+        (ANNOTATION_METADATA.to_string(), metadata_json),
+    ]);
+
+    let env = worker_env(worker, metadata);
+    let mut spec = template.spec.clone();
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+    {
+        let own = c.env.get_or_insert_with(Vec::new);
+        // Ours win over a template variable of the same name.
+        own.retain(|v| !env.iter().any(|e| e.name == v.name));
+        own.extend(env.iter().cloned());
+    }
+
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(worker.pod_name()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+fn worker_env(worker: &WorkerIdentity, metadata: &BTreeMap<String, String>) -> Vec<EnvVar> {
+    let plain = |name: &str, value: &str| EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    };
+    let mut env = vec![
+        plain("OTTO_TASK_ID", &worker.task_id),
+        plain("OTTO_WORKER_INDEX", &worker.index.to_string()),
+        plain("OTTO_EVENT_ID", &worker.event_id),
+        EnvVar {
+            name: "OTTO_POD_NAME".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
+        },
+    ];
+    env.extend(
+        metadata
+            .iter()
+            .map(|(k, v)| plain(&format!("OTTO_META_{}", k.to_ascii_uppercase()), v)),
+    );
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DNS-1123 label: lowercase alphanumerics and '-', alphanumeric at both ends, <= 63.
+    fn is_dns1123_label(s: &str) -> bool {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+    }
+
+    #[test]
+    fn seed_event_names_follow_the_contract() {
+        let name = pod_name("task-123", "1718000000000-0", 2);
+        assert!(name.starts_with("otto-agent-task-123-"), "{name}");
+        assert!(name.ends_with("-2"), "{name}");
+        let hash = &name["otto-agent-task-123-".len()..name.len() - 2];
+        assert_eq!(hash.len(), 8);
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn names_are_stable_and_depend_on_the_event() {
+        assert_eq!(pod_name("t", "1-0", 0), pod_name("t", "1-0", 0));
+        // A pinned value: a change here would make upgraded ottoscalers recreate pods.
+        assert_eq!(
+            pod_name("t", "1-0", 0),
+            format!("otto-agent-t-{}-0", hex8("1-0"))
+        );
+        assert_eq!(hex8("1-0").len(), 8);
+        assert_ne!(pod_name("t", "1-0", 0), pod_name("t", "1-1", 0));
+        assert_ne!(pod_name("t", "1-0", 0), pod_name("t", "1-0", 1));
+    }
+
+    #[test]
+    fn long_odd_and_unicode_task_ids_give_valid_names() {
+        let long = "X".repeat(63);
+        for task in [
+            "task-123",
+            long.as_str(),
+            "A.B_C",
+            "ünïcödé-τασκ",
+            "a..b__c",
+            "UPPER",
+            "9",
+        ] {
+            for index in [0, 49, 4_000_000_000] {
+                let name = pod_name(task, "1718000000000-12", index);
+                assert!(is_dns1123_label(&name), "{task:?} {index} -> {name:?}");
+            }
+        }
+        assert_eq!(
+            pod_name("A.B_C", "1-0", 0),
+            format!("otto-agent-a-b-c-{}-0", hex8("1-0"))
+        );
+    }
+
+    fn default_template() -> PodTemplate {
+        let templates = resolve_templates(&Settings::default()).expect("defaults resolve");
+        templates["default"].clone()
+    }
+
+    #[test]
+    fn default_template_follows_the_contract() {
+        let t = default_template();
+        assert_eq!(t.spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(t.spec.active_deadline_seconds, Some(3600));
+        let c = &t.spec.containers[0];
+        assert_eq!(c.name, "worker");
+        assert_eq!(c.image.as_deref(), Some("busybox:latest"));
+        let res = c.resources.as_ref().expect("resources");
+        let req = res.requests.as_ref().expect("requests");
+        assert_eq!(req["cpu"].0, "100m");
+        assert_eq!(res.limits.as_ref().expect("limits")["memory"].0, "256Mi");
+    }
+
+    #[test]
+    fn built_pod_has_contract_labels_annotations_and_env() {
+        let mut t = default_template();
+        t.labels.insert("team".into(), "ci".into());
+        t.labels
+            .insert(LABEL_MANAGED_BY.into(), "someone-else".into());
+        let worker = WorkerIdentity {
+            task_id: "task-123".into(),
+            event_id: "1-0".into(),
+            index: 1,
+        };
+        let meta = BTreeMap::from([("branch".to_string(), "main".to_string())]);
+        let at: jiff::Timestamp = "2026-11-26T07:00:00Z".parse().expect("time");
+        let pod = build_pod(&t, &worker, &meta, at);
+
+        let labels = pod.metadata.labels.as_ref().expect("labels");
+        assert_eq!(
+            labels["managed-by"], "ottoscaler",
+            "the contract's labels win"
+        );
+        assert_eq!(labels["app"], "otto-agent");
+        assert_eq!(labels["ottoscaler.io/task-id"], "task-123");
+        assert_eq!(labels["ottoscaler.io/worker-index"], "1");
+        assert_eq!(labels["team"], "ci");
+        let ann = pod.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(ann["ottoscaler.io/event-id"], "1-0");
+        assert_eq!(ann["ottoscaler.io/created-at"], "2026-11-26T07:00:00Z");
+        assert_eq!(ann["ottoscaler.io/metadata"], r#"{"branch":"main"}"#);
+        assert_eq!(
+            pod.metadata.name.as_deref(),
+            Some(worker.pod_name().as_str())
+        );
+
+        let env = pod.spec.as_ref().expect("spec").containers[0]
+            .env
+            .clone()
+            .expect("env");
+        let get = |n: &str| env.iter().find(|e| e.name == n).cloned();
+        assert_eq!(
+            get("OTTO_TASK_ID").and_then(|e| e.value).as_deref(),
+            Some("task-123")
+        );
+        assert_eq!(
+            get("OTTO_WORKER_INDEX").and_then(|e| e.value).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            get("OTTO_EVENT_ID").and_then(|e| e.value).as_deref(),
+            Some("1-0")
+        );
+        assert_eq!(
+            get("OTTO_META_BRANCH").and_then(|e| e.value).as_deref(),
+            Some("main")
+        );
+        let pod_name_ref = get("OTTO_POD_NAME")
+            .and_then(|e| e.value_from)
+            .and_then(|f| f.field_ref)
+            .map(|f| f.field_path);
+        assert_eq!(pod_name_ref.as_deref(), Some("metadata.name"));
+    }
+
+    #[test]
+    fn event_metadata_cannot_change_image_command_or_security() {
+        let t = default_template();
+        let worker = WorkerIdentity {
+            task_id: "t".into(),
+            event_id: "1-0".into(),
+            index: 0,
+        };
+        let hostile = BTreeMap::from([
+            ("image".to_string(), "evil:latest".to_string()),
+            ("command".to_string(), "rm -rf /".to_string()),
+            ("serviceAccountName".to_string(), "admin".to_string()),
+            ("privileged".to_string(), "true".to_string()),
+        ]);
+        let pod = build_pod(&t, &worker, &hostile, jiff::Timestamp::UNIX_EPOCH);
+        let spec = pod.spec.expect("spec");
+        let plain = build_pod(&t, &worker, &BTreeMap::new(), jiff::Timestamp::UNIX_EPOCH)
+            .spec
+            .expect("spec");
+        assert_eq!(spec.containers[0].image, plain.containers[0].image);
+        assert_eq!(spec.containers[0].command, plain.containers[0].command);
+        assert_eq!(spec.service_account_name, plain.service_account_name);
+        assert_eq!(spec.security_context, plain.security_context);
+        assert_eq!(spec.containers[0].security_context, None);
+    }
+
+    #[test]
+    fn pod_spec_file_templates_rename_the_first_container() {
+        let dir = std::env::temp_dir().join(format!("ottoscaler-pods-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("gpu.yaml");
+        std::fs::write(
+            &path,
+            "containers:\n- name: agent\n  image: registry/agent:gpu\n  resources:\n    limits:\n      nvidia.com/gpu: 1\nnodeSelector:\n  accelerator: a100\nserviceAccountName: builder\n",
+        )
+        .expect("write");
+        let mut settings = Settings::default();
+        settings.templates.insert(
+            "gpu".into(),
+            TemplateSettings {
+                pod_spec_file: Some(path.display().to_string()),
+                ..Default::default()
+            },
+        );
+        let templates = resolve_templates(&settings).expect("resolve");
+        let gpu = &templates["gpu"];
+        assert_eq!(gpu.spec.containers[0].name, "worker");
+        assert_eq!(
+            gpu.spec.containers[0].image.as_deref(),
+            Some("registry/agent:gpu")
+        );
+        assert_eq!(gpu.spec.service_account_name.as_deref(), Some("builder"));
+        assert_eq!(gpu.spec.restart_policy.as_deref(), Some("Never"));
+
+        std::fs::write(&path, "containers: 12").expect("write");
+        let err = resolve_templates(&settings).expect_err("bad yaml");
+        assert!(
+            err.to_string().starts_with("templates.gpu.pod_spec_file"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

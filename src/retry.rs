@@ -1,0 +1,134 @@
+//! Retries: capped exponential backoff with full jitter, and which Kubernetes errors are
+//! worth retrying. Every retry loop in ottoscaler uses these.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Capped exponential backoff: attempt `n` waits a random time in `[base*2^n/2, base*2^n]`,
+/// never more than `cap` (the "equal jitter" of the AWS architecture blog: spreads retries
+/// of many workers apart, yet always waits at least half the step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// Kubernetes API calls: 100 ms, 200 ms, ... up to 10 s.
+    pub const KUBE: Backoff = Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(10),
+    };
+    /// Redis reconnects: 100 ms ... 5 s, so a Redis restart is noticed quickly.
+    pub const REDIS: Backoff = Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(5),
+    };
+    /// Worker restarts by the Supervisor: 200 ms ... 30 s.
+    pub const RESTART: Backoff = Backoff {
+        base: Duration::from_millis(200),
+        cap: Duration::from_secs(30),
+    };
+
+    /// The upper bound of attempt `attempt` (0-based), before jitter.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// The wait before retry `attempt` (0-based), jittered.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        let half = ceiling / 2;
+        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+        half + Duration::from_millis(rand::rng().random_range(0..=jitter_ms))
+    }
+}
+
+/// How a failed Kubernetes call should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Throttling, server errors, timeouts, connection trouble: retry with backoff.
+    Transient,
+    /// The request itself is wrong or forbidden: retrying cannot help.
+    Permanent,
+}
+
+/// Classifies a kube error: 429 and 5xx and transport failures are transient; other
+/// API statuses (400, 403, 404, 409, 422, ...) are permanent for the request made.
+pub fn classify(err: &kube::Error) -> ErrorClass {
+    match err {
+        kube::Error::Api(status) => classify_status(status.code),
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+            ErrorClass::Transient
+        }
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// Classifies an HTTP status code of the API server.
+pub fn classify_status(code: u16) -> ErrorClass {
+    match code {
+        429 | 500..=599 | 408 => ErrorClass::Transient,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// The HTTP status of an API error (404, 409, ...), if the error is one.
+pub fn status_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Short text of a kube error for results and logs: `409 AlreadyExists: ...`.
+pub fn describe(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_then_caps() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        };
+        assert_eq!(b.ceiling(0), Duration::from_millis(100));
+        assert_eq!(b.ceiling(1), Duration::from_millis(200));
+        assert_eq!(b.ceiling(3), Duration::from_millis(800));
+        assert_eq!(b.ceiling(4), Duration::from_secs(1));
+        assert_eq!(b.ceiling(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jittered_delay_stays_between_half_and_the_ceiling() {
+        let b = Backoff::KUBE;
+        for attempt in 0..30 {
+            for _ in 0..20 {
+                let d = b.delay(attempt);
+                assert!(
+                    d >= b.ceiling(attempt) / 2 && d <= b.ceiling(attempt),
+                    "{d:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_transient() {
+        for code in [429, 500, 502, 503, 504, 408] {
+            assert_eq!(classify_status(code), ErrorClass::Transient, "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 410, 422] {
+            assert_eq!(classify_status(code), ErrorClass::Permanent, "{code}");
+        }
+    }
+}

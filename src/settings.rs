@@ -1,0 +1,312 @@
+//! Configuration: one [`Settings`] struct, loaded once at start through the `config`
+//! crate (built-in defaults < file < environment), validated before anything runs.
+//!
+//! The keys and defaults are the user contract (CONTRACT.md section 9); the example file
+//! `ottoscaler.example.toml` documents every one of them.
+//!
+//! # Sources, lowest precedence first
+//! 1. the built-in defaults ([`Settings::default`]);
+//! 2. the config file: `--config PATH` or `OTTOSCALER_CONFIG`, TOML or YAML by extension;
+//! 3. the seed's variables (`REDIS_HOST`, `REDIS_PORT`, `REDIS_URL`, `REDIS_PASSWORD`,
+//!    `REDIS_STREAM`, `REDIS_CONSUMER_GROUP`, `REDIS_CONSUMER`, `OTTO_AGENT_IMAGE`), see
+//!    [`sources`] for how they combine;
+//! 4. `OTTOSCALER_<SECTION>__<KEY>` variables: the most specific names, so they win.
+//!
+//! Empty variables count as unset, as they do in most Kubernetes manifests.
+
+mod redact;
+mod sources;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::ConfigError;
+
+/// The template an event without a `template` field uses; it always exists.
+pub const DEFAULT_TEMPLATE: &str = "default";
+
+/// Everything an operator can tune. Every field has the default shown in its doc.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// How long a SIGTERM waits for in-flight API calls before exiting. Default `20s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub redis: RedisSettings,
+    pub kubernetes: KubernetesSettings,
+    pub limits: LimitSettings,
+    pub worker: WorkerSettings,
+    pub http: HttpSettings,
+    /// Named pod templates; `default` always exists (built in, overridable).
+    pub templates: BTreeMap<String, TemplateSettings>,
+}
+
+/// `Debug` is written by hand: it masks the password in `url`, so `?settings` in a log
+/// line cannot leak it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL, credentials allowed. Default `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Stream the scale events arrive on. Default `otto:scale:events`.
+    pub stream: String,
+    /// Consumer group. Default `ottoscaler`.
+    pub group: String,
+    /// Consumer name; empty means the hostname (the pod name in-cluster).
+    pub consumer: String,
+    /// Where malformed events go. Default `<stream>:dead` (`otto:scale:events:dead`), so a
+    /// renamed stream keeps its own dead letters as the contract says.
+    pub dead_letter_stream: String,
+    /// Where worker outcomes go. Default `otto:scale:results`.
+    pub results_stream: String,
+    /// Approximate MAXLEN of the results stream. Default 100000.
+    pub results_maxlen: u64,
+    /// Entries idle longer than this on another consumer are claimed. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub claim_idle: Duration,
+    /// Deliveries after which an entry that never succeeded is dead-lettered. Default 5.
+    pub max_deliveries: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesSettings {
+    /// Namespace of the worker pods; empty: in-cluster namespace, kubeconfig context, `default`.
+    pub namespace: String,
+    /// Client-side rate limit, requests per second. Default 50.
+    pub qps: u32,
+    /// Requests allowed above `qps` in a burst. Default 100.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Workers alive at once; no new entries are read at this count. Default 200.
+    pub max_workers: u32,
+    /// Largest `pod_count` one scale_up may ask for. Default 50, lowered to `max_workers`
+    /// when that is smaller and this is not set.
+    pub max_pods_per_event: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// A pod Pending longer than this is `timed_out`. Default `300s`.
+    #[serde(with = "humantime_serde")]
+    pub pending_timeout: Duration,
+    /// A container waiting on an image pull error longer than this is `timed_out`. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub image_pull_grace: Duration,
+    /// `activeDeadlineSeconds` of the pod. Default `3600s`.
+    #[serde(with = "humantime_serde")]
+    pub run_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address of `/healthz`, `/readyz` and `/metrics`. Default `0.0.0.0:8080`.
+    pub addr: SocketAddr,
+}
+
+/// A pod template: either the simple keys (image, command, ...) or `pod_spec_file`.
+///
+/// `Default` is the empty template (no image, no command, no resources) that a further
+/// template starts from; the built-in `default` one is [`TemplateSettings::builtin_default`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplateSettings {
+    /// Image of the `worker` container (the `default` template's is `OTTO_AGENT_IMAGE`).
+    pub image: String,
+    /// Command of the `worker` container; empty keeps the image's entrypoint.
+    pub command: Vec<String>,
+    /// Added to the pod's annotations; the contract's own always win.
+    pub annotations: BTreeMap<String, String>,
+    /// Added to the pod's labels; the contract's own always win.
+    pub labels: BTreeMap<String, String>,
+    /// Requests and limits of the `worker` container, as Kubernetes quantities.
+    pub resources: ResourceSettings,
+    /// A PodSpec in YAML; when set, the keys above except labels/annotations are not used
+    /// and its first container becomes `worker`.
+    pub pod_spec_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceSettings {
+    pub requests: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(20),
+            redis: RedisSettings::default(),
+            kubernetes: KubernetesSettings::default(),
+            limits: LimitSettings::default(),
+            worker: WorkerSettings::default(),
+            http: HttpSettings::default(),
+            templates: BTreeMap::from([(
+                DEFAULT_TEMPLATE.to_string(),
+                TemplateSettings::builtin_default(),
+            )]),
+        }
+    }
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            stream: "otto:scale:events".into(),
+            group: "ottoscaler".into(),
+            consumer: String::new(),
+            dead_letter_stream: "otto:scale:events:dead".into(),
+            results_stream: "otto:scale:results".into(),
+            results_maxlen: 100_000,
+            claim_idle: Duration::from_secs(60),
+            max_deliveries: 5,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            url,
+            stream,
+            group,
+            consumer,
+            dead_letter_stream,
+            results_stream,
+            results_maxlen,
+            claim_idle,
+            max_deliveries,
+        } = self;
+        f.debug_struct("RedisSettings")
+            .field("url", &redact::redact_url(url))
+            .field("stream", stream)
+            .field("group", group)
+            .field("consumer", consumer)
+            .field("dead_letter_stream", dead_letter_stream)
+            .field("results_stream", results_stream)
+            .field("results_maxlen", results_maxlen)
+            .field("claim_idle", claim_idle)
+            .field("max_deliveries", max_deliveries)
+            .finish()
+    }
+}
+
+impl Default for KubernetesSettings {
+    fn default() -> Self {
+        Self {
+            namespace: String::new(),
+            qps: 50,
+            burst: 100,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_workers: 200,
+            max_pods_per_event: 50,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            pending_timeout: Duration::from_secs(300),
+            image_pull_grace: Duration::from_secs(60),
+            run_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+impl TemplateSettings {
+    /// The built-in `default` template. A further template starts from
+    /// [`TemplateSettings::default`] (empty) instead: a template that names only an image
+    /// must not inherit this demo command, which would replace the image's entrypoint.
+    pub fn builtin_default() -> Self {
+        Self {
+            image: "busybox:latest".into(),
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"otto agent $OTTO_POD_NAME working on $OTTO_TASK_ID\"; sleep 10".into(),
+            ],
+            annotations: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            resources: ResourceSettings {
+                requests: BTreeMap::from([
+                    ("cpu".into(), "100m".into()),
+                    ("memory".into(), "64Mi".into()),
+                ]),
+                limits: BTreeMap::from([
+                    ("cpu".into(), "500m".into()),
+                    ("memory".into(), "256Mi".into()),
+                ]),
+            },
+            pod_spec_file: None,
+        }
+    }
+}
+
+impl Settings {
+    /// The effective settings of this process: [`Settings::load_from`] with the process
+    /// environment. `file` is `--config`; without it `OTTOSCALER_CONFIG` names the file.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Loads and validates the settings from the defaults, the config file (`file`, else
+    /// `OTTOSCALER_CONFIG` in `env`) and `env`. The environment is a parameter so tests
+    /// need not mutate the process environment, which is shared by every test thread.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let settings = sources::load(file, sources::Env::new(env))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The Redis consumer name: `redis.consumer`, else the hostname (the pod name
+    /// in-cluster, stable for the pod's life so a restarted process re-reads its own
+    /// pending entries), else `ottoscaler` when the hostname cannot be read.
+    pub fn consumer_name(&self) -> String {
+        if !self.redis.consumer.is_empty() {
+            return self.redis.consumer.clone();
+        }
+        hostname::get()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "ottoscaler".to_string())
+    }
+
+    /// The configured template names, sorted; always includes `default`.
+    pub fn template_names(&self) -> Vec<&str> {
+        self.templates.keys().map(String::as_str).collect()
+    }
+}

@@ -1,0 +1,316 @@
+//! Checks that run before anything starts: a bad setting stops the service with a
+//! message naming the key, instead of failing later at the first event that needs it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+use super::{DEFAULT_TEMPLATE, Settings};
+
+/// A setting that cannot be used. The message always starts with the key (or the config
+/// file) so an operator knows what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key, or a variable like `REDIS_PORT`, holds a value that cannot be used.
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    /// The config file cannot be read or parsed.
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+impl ConfigError {
+    pub(super) fn invalid(key: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The key (or config file path) the error is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Invalid { key, .. } => key,
+            Self::File { path, .. } => path,
+        }
+    }
+}
+
+impl Settings {
+    /// Every rule a running service relies on; the first broken one is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Self {
+            shutdown_timeout,
+            redis,
+            kubernetes,
+            limits,
+            worker,
+            http: _,
+            templates,
+        } = self;
+        positive("shutdown_timeout", *shutdown_timeout)?;
+
+        redis_url(&redis.url)?;
+        for (key, name) in [
+            ("redis.stream", &redis.stream),
+            ("redis.group", &redis.group),
+            ("redis.dead_letter_stream", &redis.dead_letter_stream),
+            ("redis.results_stream", &redis.results_stream),
+        ] {
+            if name.trim().is_empty() {
+                return Err(ConfigError::invalid(key, "must not be empty"));
+            }
+        }
+        for (key, other) in [
+            ("redis.dead_letter_stream", &redis.dead_letter_stream),
+            ("redis.results_stream", &redis.results_stream),
+        ] {
+            if *other == redis.stream {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must differ from redis.stream ({other:?}), or entries would loop"),
+                ));
+            }
+        }
+        at_least("redis.results_maxlen", redis.results_maxlen, 1)?;
+        at_least("redis.max_deliveries", redis.max_deliveries, 1)?;
+        positive("redis.claim_idle", redis.claim_idle)?;
+
+        if !kubernetes.namespace.is_empty() && !is_dns_label(&kubernetes.namespace) {
+            return Err(ConfigError::invalid(
+                "kubernetes.namespace",
+                format!(
+                    "{:?} is not a valid namespace (lowercase letters, digits and '-', at most 63)",
+                    kubernetes.namespace
+                ),
+            ));
+        }
+        at_least("kubernetes.qps", kubernetes.qps.into(), 1)?;
+        at_least("kubernetes.burst", kubernetes.burst.into(), 1)?;
+
+        at_least("limits.max_workers", limits.max_workers.into(), 1)?;
+        at_least(
+            "limits.max_pods_per_event",
+            limits.max_pods_per_event.into(),
+            1,
+        )?;
+        if limits.max_pods_per_event > limits.max_workers {
+            return Err(ConfigError::invalid(
+                "limits.max_pods_per_event",
+                format!(
+                    "({}) must not exceed limits.max_workers ({}): such an event could never fit",
+                    limits.max_pods_per_event, limits.max_workers
+                ),
+            ));
+        }
+
+        positive("worker.pending_timeout", worker.pending_timeout)?;
+        positive("worker.image_pull_grace", worker.image_pull_grace)?;
+        // activeDeadlineSeconds is whole seconds and must be at least 1.
+        if worker.run_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "worker.run_timeout",
+                "must be at least 1s (it becomes activeDeadlineSeconds)",
+            ));
+        }
+
+        if !templates.contains_key(DEFAULT_TEMPLATE) {
+            return Err(ConfigError::invalid(
+                "templates.default",
+                "must exist: events without a template use it",
+            ));
+        }
+        for (name, template) in templates {
+            match &template.pod_spec_file {
+                Some(path) if !Path::new(path).is_file() => {
+                    return Err(ConfigError::invalid(
+                        &format!("templates.{name}.pod_spec_file"),
+                        format!("{path} does not exist or is not a file"),
+                    ));
+                }
+                Some(_) => {}
+                None if template.image.trim().is_empty() => {
+                    return Err(ConfigError::invalid(
+                        &format!("templates.{name}"),
+                        "needs an image or a pod_spec_file",
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Scheme and host only; the message never repeats the URL, which may hold a password.
+fn redis_url(text: &str) -> Result<(), ConfigError> {
+    const KEY: &str = "redis.url";
+    let url =
+        Url::parse(text).map_err(|e| ConfigError::invalid(KEY, format!("not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!("scheme must be redis or rediss, not {:?}", url.scheme()),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid(KEY, "has no host"));
+    }
+    Ok(())
+}
+
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::invalid(key, "must be longer than 0s"));
+    }
+    Ok(())
+}
+
+fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(ConfigError::invalid(
+            key,
+            format!("({value}) must be at least {min}"),
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 1123 label, what Kubernetes requires of a namespace name.
+fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::TemplateSettings;
+    use super::*;
+
+    type Change = Box<dyn FnOnce(&mut Settings)>;
+
+    fn error_of(change: impl FnOnce(&mut Settings)) -> String {
+        let mut settings = Settings::default();
+        change(&mut settings);
+        settings.validate().expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(Settings::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn more_pods_per_event_than_workers_is_refused() {
+        let err = error_of(|s| {
+            s.limits.max_workers = 200;
+            s.limits.max_pods_per_event = 300;
+        });
+        assert!(
+            err.starts_with(
+                "limits.max_pods_per_event: (300) must not exceed limits.max_workers (200)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn each_rule_names_its_key() {
+        let cases: Vec<(&str, Change)> = vec![
+            ("redis.url", Box::new(|s| s.redis.url = "http://h:1".into())),
+            ("redis.url", Box::new(|s| s.redis.url = "nonsense".into())),
+            ("redis.stream", Box::new(|s| s.redis.stream = " ".into())),
+            ("redis.group", Box::new(|s| s.redis.group.clear())),
+            (
+                "redis.dead_letter_stream",
+                Box::new(|s| s.redis.dead_letter_stream = s.redis.stream.clone()),
+            ),
+            (
+                "redis.results_maxlen",
+                Box::new(|s| s.redis.results_maxlen = 0),
+            ),
+            (
+                "redis.max_deliveries",
+                Box::new(|s| s.redis.max_deliveries = 0),
+            ),
+            (
+                "redis.claim_idle",
+                Box::new(|s| s.redis.claim_idle = Duration::ZERO),
+            ),
+            ("kubernetes.qps", Box::new(|s| s.kubernetes.qps = 0)),
+            ("kubernetes.burst", Box::new(|s| s.kubernetes.burst = 0)),
+            (
+                "kubernetes.namespace",
+                Box::new(|s| s.kubernetes.namespace = "Bad_NS".into()),
+            ),
+            ("limits.max_workers", Box::new(|s| s.limits.max_workers = 0)),
+            (
+                "shutdown_timeout",
+                Box::new(|s| s.shutdown_timeout = Duration::ZERO),
+            ),
+            (
+                "worker.pending_timeout",
+                Box::new(|s| s.worker.pending_timeout = Duration::ZERO),
+            ),
+            (
+                "worker.run_timeout",
+                Box::new(|s| s.worker.run_timeout = Duration::from_millis(500)),
+            ),
+            ("templates.default", Box::new(|s| s.templates.clear())),
+            (
+                "templates.default",
+                Box::new(|s| {
+                    s.templates
+                        .insert("default".into(), TemplateSettings::default());
+                }),
+            ),
+            (
+                "templates.gpu.pod_spec_file",
+                Box::new(|s| {
+                    s.templates.insert(
+                        "gpu".into(),
+                        TemplateSettings {
+                            pod_spec_file: Some("/nonexistent/gpu.yaml".into()),
+                            ..Default::default()
+                        },
+                    );
+                }),
+            ),
+        ];
+        for (key, change) in cases {
+            let err = error_of(change);
+            assert!(err.starts_with(&format!("{key}: ")), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_redis_url_error_does_not_repeat_the_password() {
+        let err = error_of(|s| s.redis.url = "http://u:hunter2@h:1".into());
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_template_with_an_existing_pod_spec_file_needs_no_image() {
+        let path =
+            std::env::temp_dir().join(format!("ottoscaler-validate-{}.yaml", std::process::id()));
+        std::fs::write(&path, "containers: []\n").expect("write");
+        let mut settings = Settings::default();
+        settings.templates.insert(
+            "gpu".into(),
+            TemplateSettings {
+                pod_spec_file: Some(path.display().to_string()),
+                ..Default::default()
+            },
+        );
+        let result = settings.validate();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(result, Ok(()));
+    }
+}

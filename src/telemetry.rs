@@ -1,0 +1,88 @@
+//! Logging: `tracing` events to stdout, human-readable by default, JSON with
+//! `LOG_FORMAT=json`, filtered by `RUST_LOG` (default `info,kube=warn,hyper=warn`).
+
+use tracing_subscriber::EnvFilter;
+
+/// What `RUST_LOG` falls back to: our own info lines, and only the warnings of the
+/// chatty HTTP and Kubernetes client crates.
+pub const DEFAULT_FILTER: &str = "info,kube=warn,hyper=warn";
+
+/// The shape of each log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event; the default, for people at a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// From `LOG_FORMAT`: `json` (any case) means JSON, anything else text.
+    pub fn from_env() -> Self {
+        Self::parse(std::env::var("LOG_FORMAT").ok().as_deref())
+    }
+
+    pub fn parse(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("json") => Self::Json,
+            _ => Self::Text,
+        }
+    }
+}
+
+/// Installs the global subscriber. Calling it again (tests, a second `main` path) keeps
+/// the first subscriber and returns false instead of panicking.
+pub fn init(format: LogFormat) -> bool {
+    let (filter, bad_filter) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(e) => {
+            // Unset is the normal case; only a RUST_LOG that does not parse is worth a word.
+            let bad = std::env::var("RUST_LOG").is_ok().then(|| e.to_string());
+            (EnvFilter::new(DEFAULT_FILTER), bad)
+        }
+    };
+    // Colours only for a person at a terminal, never into files or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    let installed = match format {
+        LogFormat::Text => builder.try_init().is_ok(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+            .is_ok(),
+    };
+    if let (true, Some(error)) = (installed, bad_filter) {
+        tracing::warn!(%error, default = DEFAULT_FILTER, "RUST_LOG does not parse, using the default");
+    }
+    installed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_is_json_only_when_asked() {
+        assert_eq!(LogFormat::parse(Some("json")), LogFormat::Json);
+        assert_eq!(LogFormat::parse(Some(" JSON ")), LogFormat::Json);
+        assert_eq!(LogFormat::parse(Some("text")), LogFormat::Text);
+        assert_eq!(LogFormat::parse(Some("yaml")), LogFormat::Text);
+        assert_eq!(LogFormat::parse(None), LogFormat::Text);
+    }
+
+    #[test]
+    fn a_second_init_does_not_panic() {
+        init(LogFormat::Text);
+        assert!(!init(LogFormat::Json));
+    }
+
+    #[test]
+    fn the_default_filter_parses() {
+        assert!(EnvFilter::try_new(DEFAULT_FILTER).is_ok());
+    }
+}

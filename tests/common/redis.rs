@@ -1,0 +1,53 @@
+//! Talking to the test's redis-server the way an operator would: with the real
+//! `redis-cli` binary.
+
+use std::collections::BTreeMap;
+
+/// Runs `redis-cli -p PORT ARGS...` and returns its trimmed stdout.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Is `line` a stream entry id (`<ms>-<seq>`)?
+pub fn is_entry_id(line: &str) -> bool {
+    line.split_once('-').is_some_and(|(ms, seq)| {
+        ms.len() >= 10
+            && ms.bytes().all(|b| b.is_ascii_digit())
+            && !seq.is_empty()
+            && seq.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Every entry of `stream` as its field map (`XRANGE stream - +`).
+pub fn entries(port: u16, stream: &str) -> Vec<BTreeMap<String, String>> {
+    let raw = redis_cli(port, &["--raw", "XRANGE", stream, "-", "+"]);
+    let lines: Vec<&str> = raw.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    // Each entry is an id line, then field and value lines until the next id.
+    while i < lines.len() {
+        let mut fields = BTreeMap::new();
+        i += 1;
+        while i + 1 < lines.len() && !is_entry_id(lines[i]) {
+            fields.insert(lines[i].to_string(), lines[i + 1].to_string());
+            i += 2;
+        }
+        out.push(fields);
+    }
+    out
+}
+
+/// How many entries of `stream` are pending (delivered, not acknowledged) in `group`.
+pub fn pending(port: u16, stream: &str, group: &str) -> u64 {
+    redis_cli(port, &["XPENDING", stream, group])
+        .lines()
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
