@@ -1,0 +1,51 @@
+# Everyday commands. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+NAMESPACE ?= ottoscaler
+EVENT_TASK ?= task-123
+EVENT_PODS ?= 3
+
+.PHONY: help deps controlplane build run test test-event fmt lint deploy logs demo up clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages the tests need (redis-server, redis-cli)
+	scripts/install-deps.sh
+
+controlplane: ## build the test control plane (kube-apiserver, etcd, kubectl) from Go modules
+	testenv/controlplane/build.sh
+
+build: ## build the release binary
+	$(CARGO) build --release --bin ottoscaler
+
+run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
+	$(CARGO) run --bin ottoscaler -- run
+
+test: deps controlplane ## run every test (unit, actor, Redis, end-to-end) against real components
+	$(CARGO) test --workspace --all-targets --locked
+
+test-event: ## send the seed's sample event (scale_up, 3 pods, task-123)
+	$(CARGO) run --bin ottoscaler -- send-event --type scale_up --pod-count $(EVENT_PODS) --task-id $(EVENT_TASK)
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+lint: ## formatting check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+up: controlplane ## start etcd + kube-apiserver + kubesim on loopback (Ctrl-C stops)
+	$(CARGO) run -p testenv -- up --dir target/testenv
+
+deploy: ## install into the current kube context (kubectl apply -k manifests)
+	kubectl apply -k manifests
+
+logs: ## follow the deployed ottoscaler's logs
+	kubectl -n $(NAMESPACE) logs -f deploy/ottoscaler
+
+demo: deps controlplane ## everything on loopback: Redis, control plane, kubesim, ottoscaler, sample events
+	scripts/demo.sh
+
+clean: ## remove build outputs (the cached control plane stays in ~/.cache/ottoscaler)
+	$(CARGO) clean
