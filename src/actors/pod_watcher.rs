@@ -27,6 +27,15 @@ impl PodWatcher {
     pub fn new(pods: Api<Pod>, target: Recipient<PodWatchEvent>) -> Self {
         Self { pods, target }
     }
+
+    /// Lists, then watches; the watcher re-lists by itself after a gap.
+    fn watch(&self, ctx: &mut Context<Self>) {
+        let config = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
+        let stream = watcher(self.pods.clone(), config)
+            .default_backoff()
+            .map(translate);
+        ctx.add_stream(stream);
+    }
 }
 
 /// One watcher event as the message the Supervisor gets.
@@ -53,11 +62,7 @@ impl Actor for PodWatcher {
             selector = MANAGED_BY_SELECTOR,
             "starting the shared pod watch"
         );
-        let config = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
-        let stream = watcher(self.pods.clone(), config)
-            .default_backoff()
-            .map(translate);
-        ctx.add_stream(stream);
+        self.watch(ctx);
     }
 }
 
@@ -70,8 +75,12 @@ impl StreamHandler<PodWatchEvent> for PodWatcher {
     }
 
     fn finished(&mut self, ctx: &mut Self::Context) {
-        // The watcher stream never ends by itself; if it does, stop so it is noticed.
-        warn!("pod watch stream ended");
-        ctx.stop();
+        // The watcher stream does not end by itself; if it ever does, watch anew (it
+        // starts with a full list, so nothing is missed).
+        warn!("pod watch stream ended; starting it again");
+        self.target.do_send(PodWatchEvent::Failed {
+            error: "watch stream ended".into(),
+        });
+        self.watch(ctx);
     }
 }

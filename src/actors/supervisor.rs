@@ -8,9 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
@@ -59,6 +61,9 @@ struct WorkerEntry {
     restarts: u32,
     /// The create request settled (or the pod was adopted).
     settled: bool,
+    /// The pod to create, kept until the create request settles so that a restarted
+    /// worker can send it again.
+    unsent: Option<(Box<Pod>, Instant)>,
     /// The watch's latest view of the pod.
     last: Option<PodObservation>,
     /// The result, once the worker reported it (kept for restarts).
@@ -208,11 +213,11 @@ impl Supervisor {
     ) {
         let name = identity.pod_name();
         let delete_allowed = self.acked.contains(&identity.event_id);
-        let (last, reported, cancelled) = match &start {
-            Start::Resume(r) => (r.observation.clone(), r.reported.clone(), r.cancelled),
-            Start::Create { .. } => (None, None, false),
+        let (last, reported, cancelled, unsent) = match &start {
+            Start::Resume(r) => (r.observation.clone(), r.reported.clone(), r.cancelled, None),
+            Start::Create { pod, read_at } => (None, None, false, Some((pod.clone(), *read_at))),
         };
-        let settled = matches!(start, Start::Resume(_));
+        let settled = unsent.is_none();
         let worker = WorkerPodActor::new(
             identity.clone(),
             incarnation,
@@ -230,11 +235,57 @@ impl Supervisor {
                 incarnation,
                 restarts,
                 settled,
+                unsent,
                 last,
                 reported,
                 cancelled,
             },
         );
+    }
+
+    /// The worker's create request settled: its event stops waiting for it.
+    fn settle(&mut self, pod: &str) {
+        let Some(entry) = self.workers.get_mut(pod) else {
+            return;
+        };
+        entry.settled = true;
+        entry.unsent = None;
+        let event_id = entry.identity.event_id.clone();
+        if let Some(progress) = self.events.get_mut(&event_id) {
+            progress.waiting.remove(pod);
+        }
+        self.complete_event_if_settled(&event_id);
+    }
+
+    /// Starts the next incarnation of a failed worker, from what is known now: a pod
+    /// that was never created is created again; otherwise the worker resumes from the
+    /// watch's latest view and the result it already reported.
+    fn restart_worker(
+        &mut self,
+        identity: &WorkerIdentity,
+        incarnation: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(entry) = self.workers.get(&identity.pod_name()) else {
+            return;
+        };
+        // Finished meanwhile, or a newer incarnation already runs.
+        if entry.incarnation != incarnation || self.stopping {
+            return;
+        }
+        let start = match (&entry.unsent, entry.settled) {
+            (Some((pod, read_at)), false) => Start::Create {
+                pod: pod.clone(),
+                read_at: *read_at,
+            },
+            _ => Start::Resume(Box::new(Resume {
+                observation: entry.last.clone(),
+                reported: entry.reported.clone(),
+                cancelled: entry.cancelled,
+            })),
+        };
+        let restarts = entry.restarts;
+        self.spawn_worker(identity.clone(), start, incarnation, restarts, ctx);
     }
 
     fn complete_event_if_settled(&mut self, event_id: &str) {
@@ -411,6 +462,7 @@ impl Supervisor {
         }
         SupervisorStatus {
             ready: self.synced && self.watch_up && !self.stopping,
+            synced: self.synced,
             active: self.workers.len(),
             free_slots: self.free_slots(),
             queued_events: self.queue.len(),
@@ -473,15 +525,7 @@ impl Handler<WorkerCreated> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: WorkerCreated, _ctx: &mut Self::Context) {
-        let Some(entry) = self.workers.get_mut(&msg.pod) else {
-            return;
-        };
-        entry.settled = true;
-        let event_id = entry.identity.event_id.clone();
-        if let Some(progress) = self.events.get_mut(&event_id) {
-            progress.waiting.remove(&msg.pod);
-        }
-        self.complete_event_if_settled(&event_id);
+        self.settle(&msg.pod);
     }
 }
 
@@ -536,17 +580,21 @@ impl Handler<WorkerStopped> for Supervisor {
             return;
         }
         entry.restarts += 1;
+        entry.incarnation += 1;
+        let (restarts, incarnation) = (entry.restarts, entry.incarnation);
+        let identity = entry.identity.clone();
         self.restarts_total += 1;
         self.config.metrics.worker_restarted();
-        let restarts = entry.restarts;
-        let incarnation = entry.incarnation + 1;
-        entry.incarnation = incarnation;
-        let identity = entry.identity.clone();
-        let mut reported = entry.reported.clone();
-        let cancelled = entry.cancelled;
-        if restarts > MAX_RESTARTS && reported.is_none() {
+        if restarts > MAX_RESTARTS * 2 {
+            error!(pod = %msg.pod, task_id = %identity.task_id, %error, "worker keeps failing; leaving its pod for the next start to adopt");
+            self.workers.remove(&msg.pod);
+            self.update_gauge();
+            self.drain_queue(ctx);
+            return;
+        }
+        if restarts > MAX_RESTARTS && entry.reported.is_none() {
             error!(pod = %msg.pod, task_id = %identity.task_id, %error, restarts, "restart budget exhausted; reporting the worker failed");
-            reported = Some(WorkerFinished {
+            entry.reported = Some(WorkerFinished {
                 task_id: identity.task_id.clone(),
                 event_id: identity.event_id.clone(),
                 pod: msg.pod.clone(),
@@ -557,28 +605,13 @@ impl Handler<WorkerStopped> for Supervisor {
                 duration_ms: 0,
                 finished_at: jiff::Timestamp::now().to_string(),
             });
-        } else if restarts > MAX_RESTARTS * 2 {
-            error!(pod = %msg.pod, task_id = %identity.task_id, %error, "worker keeps failing; leaving its pod for the next start to adopt");
-            self.workers.remove(&msg.pod);
-            self.update_gauge();
-            self.drain_queue(ctx);
-            return;
+            // Its result is final now, so its event no longer waits for its pod.
+            self.settle(&msg.pod);
         }
         let delay = Backoff::RESTART.delay(restarts.saturating_sub(1));
         warn!(pod = %msg.pod, task_id = %identity.task_id, %error, restarts, ?delay, "restarting worker");
-        let last = entry.last.clone();
         ctx.run_later(delay, move |act, ctx| {
-            // Still ours and still this incarnation (not finished meanwhile)?
-            let current = act.workers.get(&identity.pod_name()).map(|w| w.incarnation);
-            if current != Some(incarnation) || act.stopping {
-                return;
-            }
-            let start = Start::Resume(Box::new(Resume {
-                observation: last,
-                reported,
-                cancelled,
-            }));
-            act.spawn_worker(identity, start, incarnation, restarts, ctx);
+            act.restart_worker(&identity, incarnation, ctx)
         });
     }
 }
@@ -587,6 +620,11 @@ impl Handler<PodWatchEvent> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: PodWatchEvent, ctx: &mut Self::Context) {
+        // Any event but a failure shows the watch works again (after an error the
+        // watcher may resume from its resourceVersion without a new list).
+        if self.synced && !matches!(msg, PodWatchEvent::Failed { .. }) {
+            self.watch_up = true;
+        }
         match msg {
             PodWatchEvent::Relisting => self.relist = Some(HashSet::new()),
             PodWatchEvent::Listed(obs) => {

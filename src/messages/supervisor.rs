@@ -83,6 +83,8 @@ pub struct GetStatus;
 pub struct SupervisorStatus {
     /// The initial pod list is done (adoption complete) and the watch is up.
     pub ready: bool,
+    /// The initial pod list is done (the watch may have failed since).
+    pub synced: bool,
     /// Workers alive (pods not yet gone).
     pub active: usize,
     /// `limits.max_workers - active`, never negative.
