@@ -464,7 +464,13 @@ impl Supervisor {
             ready: self.synced && self.watch_up && !self.stopping,
             synced: self.synced,
             active: self.workers.len(),
-            free_slots: self.free_slots(),
+            // Queued events wait for slots first: report none free, so the reader
+            // stops reading until the queue drains.
+            free_slots: if self.queue.is_empty() {
+                self.free_slots()
+            } else {
+                0
+            },
             queued_events: self.queue.len(),
             tasks,
             restarts: self.restarts_total,

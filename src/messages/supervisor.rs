@@ -87,7 +87,7 @@ pub struct SupervisorStatus {
     pub synced: bool,
     /// Workers alive (pods not yet gone).
     pub active: usize,
-    /// `limits.max_workers - active`, never negative.
+    /// `limits.max_workers - active`, never negative; 0 while events wait in the queue.
     pub free_slots: usize,
     /// scale_up events waiting for free slots.
     pub queued_events: usize,
