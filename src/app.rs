@@ -57,7 +57,6 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         max_workers = limits.max_workers,
         "ottoscaler starting"
     );
-    let probe_client = client.clone();
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
 
     let server = http::serve(http_settings.addr, health.clone(), metrics.clone())
@@ -112,20 +111,14 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     }));
     let _watcher = PodWatcher::new(pods, supervisor.clone().recipient()).start();
 
-    // Kubernetes readiness is the pod watch being up (its list done), as the Supervisor
-    // sees it. Only after a watch error, while the quiet watch has not shown an event
-    // since, is the API server probed (GET /version) to tell a recovered watch from a
-    // lost API server; no requests are spent on probing otherwise.
+    // Kubernetes readiness is the pod watch being up (its list done, no recent error),
+    // as the Supervisor sees it; no API requests are spent on probing.
     let readiness = {
         let supervisor = supervisor.clone();
         let health = health.clone();
         actix_rt::spawn(async move {
             loop {
-                let ready = match supervisor.send(GetStatus).await {
-                    Ok(s) if s.ready => true,
-                    Ok(s) if s.synced => kube_client::reachable(&probe_client).await,
-                    _ => false,
-                };
+                let ready = supervisor.send(GetStatus).await.is_ok_and(|s| s.ready);
                 health.set_kube(ready);
                 tokio::time::sleep(READINESS_PERIOD).await;
             }

@@ -34,6 +34,12 @@ use crate::retry::Backoff;
 
 /// Restarts of one worker before its outcome becomes `failed` (restart budget exhausted).
 pub const MAX_RESTARTS: u32 = 5;
+/// After a watch error, readiness stays down until the watch shows an event again, or
+/// until no further error came for this long. A watch that keeps failing (API server
+/// gone, RBAC refusing `watch`) reports an error at least every 30 s (kube-runtime's
+/// backoff cap), so it stays not ready; a recovered but quiet watch is ready again
+/// after this hold.
+const WATCH_FAILURE_HOLD: std::time::Duration = std::time::Duration::from_secs(75);
 
 type Responder = oneshot::Sender<Result<EventAccepted, EventRefused>>;
 
@@ -88,7 +94,10 @@ pub struct Supervisor {
     queue: VecDeque<(ScaleEvent, Responder)>,
     /// The first pod list is done: adoption is complete and capacity is known.
     synced: bool,
+    /// The watch showed an event since its last error.
     watch_up: bool,
+    /// When the watch last reported an error.
+    last_watch_failure: Option<Instant>,
     /// Pods seen in the current re-list, while one runs.
     relist: Option<HashSet<String>>,
     stopping: bool,
@@ -105,6 +114,7 @@ impl Supervisor {
             queue: VecDeque::new(),
             synced: false,
             watch_up: false,
+            last_watch_failure: None,
             relist: None,
             stopping: false,
             restarts_total: 0,
@@ -455,13 +465,20 @@ impl Supervisor {
         }
     }
 
+    fn watch_healthy(&self) -> bool {
+        self.watch_up
+            || self
+                .last_watch_failure
+                .is_some_and(|at| at.elapsed() >= WATCH_FAILURE_HOLD)
+    }
+
     fn status(&self) -> SupervisorStatus {
         let mut tasks = BTreeMap::new();
         for w in self.workers.values() {
             *tasks.entry(w.identity.task_id.clone()).or_insert(0) += 1;
         }
         SupervisorStatus {
-            ready: self.synced && self.watch_up && !self.stopping,
+            ready: self.synced && !self.stopping && self.watch_healthy(),
             synced: self.synced,
             active: self.workers.len(),
             // Queued events wait for slots first: report none free, so the reader
@@ -670,6 +687,7 @@ impl Handler<PodWatchEvent> for Supervisor {
                     warn!(%error, "pod watch failed; it retries with backoff");
                 }
                 self.watch_up = false;
+                self.last_watch_failure = Some(Instant::now());
             }
         }
     }
