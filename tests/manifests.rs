@@ -1,0 +1,779 @@
+//! The deployment files, checked against the real thing:
+//! - every manifest in `manifests/` (and `manifests/dev`) passes the API server's own
+//!   validation (`kubectl apply --dry-run=server --validate=strict`);
+//! - the ConfigMap's `ottoscaler.toml` is a valid configuration and sits where the
+//!   Deployment says it does;
+//! - the Role is enough for the compiled binary to run a scale_up under the
+//!   ServiceAccount's own token, and refuses everything else;
+//! - `ottoscaler check-config` redacts secrets and names a bad key;
+//! - the shipped binary does not depend on the `testenv` crate.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret, ServiceAccount};
+use kube::api::{ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::ObjectMeta;
+use kube::{Api, Client};
+use serde_json::Value;
+use testenv::RedisServer;
+use testenv::process::ManagedChild;
+
+/// The namespace the manifests install into.
+const NAMESPACE: &str = "ottoscaler";
+const EVENTS: &str = "otto:scale:events";
+const RESULTS: &str = "otto:scale:results";
+/// A kubectl call against the loopback API server answers in about a second; this is
+/// generous for a loaded 2-core machine.
+const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
+/// `check-config` reads a file and the environment.
+const CHECK_CONFIG_TIMEOUT: Duration = Duration::from_secs(20);
+/// `cargo tree` only reads manifests and the lock file.
+const CARGO_TREE_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read_repo_file(relative: &str) -> String {
+    let path = repo_path(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// What a finished child process left behind.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    fn describe(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to its end, killing it (and failing the test) after `timeout`.
+fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Finished {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    // Readers on their own threads, so a chatty child never blocks on a full pipe.
+    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = read_all(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read_all(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {timeout:?}");
+            }
+            Err(e) => panic!("waiting for {what}: {e}"),
+        }
+    };
+    Finished {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// `kubectl --kubeconfig <admin> ARGS...` with the control plane's own kubectl.
+fn kubectl(args: &[&str]) -> Finished {
+    let env = testenv::shared();
+    let mut cmd = Command::new(env.binaries_dir().join("kubectl"));
+    cmd.arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(args)
+        .env_remove("KUBECONFIG");
+    run_with_timeout(cmd, KUBECTL_TIMEOUT)
+}
+
+/// The `ottoscaler` binary with nothing from this process' environment but `PATH` and
+/// `HOME`, so an outside `REDIS_URL` or `OTTOSCALER_*` cannot change what a test sees.
+fn ottoscaler_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ottoscaler"));
+    cmd.env_clear();
+    for var in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(var) {
+            cmd.env(var, value);
+        }
+    }
+    cmd
+}
+
+/// Creates namespace `name` unless it exists (several tests of this binary want it).
+async fn ensure_namespace(client: Client, name: &str) {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match Api::<Namespace>::all(client)
+        .create(&PostParams::default(), &namespace)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+        Err(e) => panic!("cannot create namespace {name}: {e}"),
+    }
+}
+
+/// Server-side dry run of `kubectl apply -k <dir>`: every object must be accepted as
+/// the API server would accept it for real, with unknown fields as errors.
+async fn assert_server_dry_run_accepts(dir: &str, expected: &[&str]) {
+    let env = testenv::shared();
+    // Namespaced objects are only validated when their namespace exists.
+    ensure_namespace(env.client(), NAMESPACE).await;
+    let path = repo_path(dir);
+    let path = path.to_str().expect("repository path is UTF-8");
+    let out = kubectl(&[
+        "apply",
+        "-k",
+        path,
+        "--dry-run=server",
+        "--validate=strict",
+        "-o",
+        "name",
+    ]);
+    assert!(
+        out.status.success(),
+        "kubectl apply -k {dir} --dry-run=server: {}",
+        out.describe()
+    );
+    let mut applied: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    applied.sort_unstable();
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    assert_eq!(applied, expected, "objects of {dir}\n{}", out.describe());
+
+    // A dry run: nothing was created.
+    let deployment = kubectl(&["-n", NAMESPACE, "get", "deployments", "-o", "name"]);
+    assert!(deployment.status.success(), "{}", deployment.describe());
+    assert_eq!(deployment.stdout.trim(), "", "a dry run created objects");
+}
+
+const BASE_OBJECTS: [&str; 7] = [
+    "namespace/ottoscaler",
+    "serviceaccount/ottoscaler",
+    "role.rbac.authorization.k8s.io/ottoscaler",
+    "rolebinding.rbac.authorization.k8s.io/ottoscaler",
+    "configmap/ottoscaler-config",
+    "service/ottoscaler",
+    "deployment.apps/ottoscaler",
+];
+
+#[tokio::test]
+async fn the_manifests_pass_the_api_servers_validation() {
+    assert_server_dry_run_accepts("manifests", &BASE_OBJECTS).await;
+}
+
+#[tokio::test]
+async fn the_dev_manifests_add_a_redis_and_pass_the_api_servers_validation() {
+    let mut expected = BASE_OBJECTS.to_vec();
+    expected.extend(["service/redis", "deployment.apps/redis"]);
+    assert_server_dry_run_accepts("manifests/dev", &expected).await;
+}
+
+/// The YAML documents of a manifest file, as JSON values.
+fn yaml_documents(relative: &str) -> Vec<Value> {
+    let text = read_repo_file(relative);
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| {
+            <Value as serde::Deserialize>::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{relative} is not valid YAML: {e}"))
+        })
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn single_document(relative: &str) -> Value {
+    let mut docs = yaml_documents(relative);
+    assert_eq!(docs.len(), 1, "{relative} holds one object");
+    docs.remove(0)
+}
+
+/// `value` at the slash-separated `path` (array items by index), as a string.
+fn string_at<'a>(value: &'a Value, path: &str) -> &'a str {
+    value
+        .pointer(path)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {path}"))
+}
+
+#[test]
+fn the_configmaps_config_file_is_valid_and_mounted_where_the_deployment_points() {
+    let configmap = single_document("manifests/base/configmap.yaml");
+    let toml = string_at(&configmap, "/data/ottoscaler.toml");
+    let dir = temp_dir("configmap");
+    let file = dir.join("ottoscaler.toml");
+    std::fs::write(&file, toml).expect("write the ConfigMap's file");
+    let mut cmd = ottoscaler_command();
+    cmd.arg("check-config").arg("--config").arg(&file);
+    let out = run_with_timeout(cmd, CHECK_CONFIG_TIMEOUT);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "check-config: {}", out.describe());
+    let effective: toml::Table = out.stdout.parse().expect("check-config prints TOML");
+    let get = |section: &str, key: &str| {
+        effective
+            .get(section)
+            .and_then(|s| s.get(key))
+            .cloned()
+            .unwrap_or_else(|| panic!("{section}.{key} missing:\n{}", out.stdout))
+    };
+    assert_eq!(
+        get("kubernetes", "namespace").as_str(),
+        Some(""),
+        "the pod's own namespace"
+    );
+    assert_eq!(get("http", "addr").as_str(), Some("0.0.0.0:8080"));
+    let shutdown = effective
+        .get("shutdown_timeout")
+        .and_then(toml::Value::as_str)
+        .and_then(|s| humantime::parse_duration(s).ok())
+        .expect("shutdown_timeout is a duration");
+
+    let deployment = single_document("manifests/base/deployment.yaml");
+    let pod = deployment.pointer("/spec/template/spec").expect("pod spec");
+    let container = pod.pointer("/containers/0").expect("a container");
+    let env: BTreeMap<&str, &Value> = container["env"]
+        .as_array()
+        .expect("env list")
+        .iter()
+        .map(|e| (string_at(e, "/name"), e))
+        .collect();
+    let config_path = string_at(env["OTTOSCALER_CONFIG"], "/value");
+    let mounts = container["volumeMounts"].as_array().expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| config_path.starts_with(&format!("{}/", string_at(m, "/mountPath"))))
+        .unwrap_or_else(|| panic!("no volume mounted at {config_path}"));
+    let file_name = config_path.rsplit('/').next().unwrap_or_default();
+    assert!(
+        configmap["data"].get(file_name).is_some(),
+        "the ConfigMap has no key {file_name}"
+    );
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mounted volume");
+    assert_eq!(
+        volume.pointer("/configMap/name"),
+        configmap.pointer("/metadata/name"),
+        "the volume is the ConfigMap"
+    );
+
+    // The probes and the port match what the binary serves.
+    assert_eq!(
+        container.pointer("/ports/0/containerPort"),
+        Some(&Value::from(8080))
+    );
+    assert_eq!(
+        string_at(container, "/livenessProbe/httpGet/path"),
+        "/healthz"
+    );
+    assert_eq!(
+        string_at(container, "/readinessProbe/httpGet/path"),
+        "/readyz"
+    );
+    // SIGTERM must end in ottoscaler's clean exit, not the kubelet's SIGKILL.
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    assert!(
+        Duration::from_secs(grace) > shutdown,
+        "terminationGracePeriodSeconds {grace} must exceed shutdown_timeout {shutdown:?}"
+    );
+    assert_eq!(
+        string_at(env["REDIS_CONSUMER"], "/valueFrom/fieldRef/fieldPath"),
+        "metadata.name"
+    );
+}
+
+fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ottoscaler-manifests-{label}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A manifest file with every `namespace: ottoscaler` moved to `namespace`; asserts
+/// that `expected` were found, so a changed manifest cannot silently apply elsewhere.
+fn in_namespace(relative: &str, namespace: &str, expected: usize) -> String {
+    let text = read_repo_file(relative);
+    let from = format!("namespace: {NAMESPACE}\n");
+    assert_eq!(
+        text.matches(&from).count(),
+        expected,
+        "`{}` in {relative}",
+        from.trim()
+    );
+    text.replace(&from, &format!("namespace: {namespace}\n"))
+}
+
+/// A token of ServiceAccount `ottoscaler` in `namespace`, from the TokenRequest API as
+/// the kubelet gets the one it mounts.
+async fn service_account_token(client: Client, namespace: &str) -> String {
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let answer = Api::<ServiceAccount>::namespaced(client, namespace)
+        .create_token_request("ottoscaler", &PostParams::default(), &request)
+        .await
+        .expect("TokenRequest for the ottoscaler ServiceAccount");
+    answer
+        .status
+        .and_then(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .expect("a token in the TokenRequest status")
+}
+
+/// Writes a kubeconfig for the test API server that authenticates with `token`.
+fn write_token_kubeconfig(path: &Path, token: &str, namespace: &str) {
+    let env = testenv::shared();
+    let admin = Kubeconfig::read_from(env.kubeconfig_path()).expect("admin kubeconfig");
+    let ca = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.certificate_authority.clone())
+        .expect("the admin kubeconfig names its CA file");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: {server:?}
+    certificate-authority: {ca:?}
+users:
+- name: ottoscaler
+  user:
+    token: {token:?}
+contexts:
+- name: ottoscaler
+  context:
+    cluster: testenv
+    user: ottoscaler
+    namespace: {namespace:?}
+current-context: ottoscaler
+",
+        server = env.server_url(),
+    );
+    std::fs::write(path, yaml).expect("write the ServiceAccount's kubeconfig");
+}
+
+async fn client_from_kubeconfig(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    Client::try_from(config).expect("client")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A minimal HTTP/1.0 GET of `http://127.0.0.1:<port><path>`: the status, 0 when
+/// nothing answers.
+fn http_status(port: u16, path: &str) -> u16 {
+    use std::io::Write;
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `redis-cli -p PORT ARGS...`, stdout trimmed.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    cmd.arg("-p").arg(port.to_string()).args(args);
+    let out = run_with_timeout(cmd, Duration::from_secs(10));
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        out.describe()
+    );
+    out.stdout.trim().to_string()
+}
+
+/// The results stream as field maps (`--raw` XRANGE: an id line, then field and value
+/// lines; every results entry has an even number of lines after its id).
+fn results(port: u16) -> Vec<BTreeMap<String, String>> {
+    let raw = redis_cli(port, &["--raw", "XRANGE", RESULTS, "-", "+"]);
+    let mut entries = Vec::new();
+    let mut lines = raw.lines().peekable();
+    while let Some(_id) = lines.next() {
+        let mut fields = BTreeMap::new();
+        while let Some(field) = lines.next_if(|l| !is_entry_id(l)) {
+            let value = lines.next().unwrap_or_default();
+            fields.insert(field.to_string(), value.to_string());
+        }
+        entries.push(fields);
+    }
+    entries
+}
+
+fn is_entry_id(line: &str) -> bool {
+    line.split_once('-').is_some_and(|(ms, seq)| {
+        ms.len() >= 10
+            && ms.bytes().all(|b| b.is_ascii_digit())
+            && !seq.is_empty()
+            && seq.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Asks the API server whether the caller of `client` may do `verb` on `resource`
+/// (`pods` or a subresource as `pods/exec`; `namespace` None: cluster-wide).
+async fn may(client: &Client, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, sub)) => (resource, Some(sub.to_string())),
+        None => (resource, None),
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_string()),
+                resource: Some(resource.to_string()),
+                subresource,
+                namespace: namespace.map(str::to_string),
+                ..ResourceAttributes::default()
+            }),
+            ..SelfSubjectAccessReviewSpec::default()
+        },
+        ..SelfSubjectAccessReview::default()
+    };
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SelfSubjectAccessReview")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+/// Whether ottoscaler's log shows a request the API server refused (403 Forbidden).
+fn refused(log: &Path) -> bool {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .contains("forbidden")
+}
+
+fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
+    let env = testenv::shared();
+    let admin = env.client();
+    let ns = env.namespace("rbac").await;
+    let other_ns = env.namespace("rbac-other").await;
+    let dir = temp_dir("rbac");
+
+    // The ServiceAccount, Role and RoleBinding exactly as shipped, in a fresh namespace.
+    let manifest = dir.join("rbac.yaml");
+    let rendered = [
+        in_namespace("manifests/base/serviceaccount.yaml", &ns, 1),
+        in_namespace("manifests/base/rbac.yaml", &ns, 3),
+    ]
+    .join("\n---\n");
+    std::fs::write(&manifest, rendered).expect("write rendered manifests");
+    let manifest_arg = manifest.to_str().expect("temp path is UTF-8");
+    let applied = kubectl(&["apply", "--validate=strict", "-f", manifest_arg]);
+    assert!(applied.status.success(), "{}", applied.describe());
+
+    let token = service_account_token(admin.clone(), &ns).await;
+    let kubeconfig = dir.join("kubeconfig");
+    write_token_kubeconfig(&kubeconfig, &token, &ns);
+
+    // The binary under that identity completes a scale_up of 2.
+    let redis = RedisServer::start();
+    let http_port = free_port();
+    let config = dir.join("ottoscaler.toml");
+    std::fs::write(
+        &config,
+        "[templates.default]\n\
+         image = \"busybox:latest\"\n\
+         annotations = { \"kubesim.ottoscaler.dev/run-seconds\" = \"1\" }\n",
+    )
+    .expect("write config");
+    let mut cmd = ottoscaler_command();
+    cmd.arg("run")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("OTTOSCALER_CONFIG", &config)
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port().to_string())
+        .env("REDIS_CONSUMER", "ottoscaler-rbac-0")
+        .env("OTTOSCALER_KUBERNETES__NAMESPACE", &ns)
+        .env("OTTOSCALER_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
+        .env("OTTOSCALER_SHUTDOWN_TIMEOUT", "5s")
+        .env("RUST_LOG", "info,ottoscaler=debug");
+    let log = dir.join("ottoscaler.log");
+    let mut ottoscaler = ManagedChild::start("ottoscaler", cmd, &log).expect("ottoscaler starts");
+
+    // Ready means Redis answered and the pod watch (list + watch) is up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_status(http_port, "/readyz") != 200 {
+        if let Some(exit) = ottoscaler.try_exited() {
+            panic!("ottoscaler exited ({exit}):\n{}", ottoscaler.log_tail(8000));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ottoscaler not ready under the ServiceAccount:\n{}",
+            ottoscaler.log_tail(8000)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let id = redis_cli(
+        redis.port(),
+        &[
+            "XADD",
+            EVENTS,
+            "*",
+            "type",
+            "scale_up",
+            "pod_count",
+            "2",
+            "task_id",
+            "rbac-test",
+        ],
+    );
+    assert!(is_entry_id(&id), "XADD answered {id:?}");
+
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let managed = ListParams::default().labels("managed-by=ottoscaler");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = results(redis.port()).len() >= 2;
+        let left = pods.list(&managed).await.expect("list pods").items.len();
+        if done && left == 0 {
+            break;
+        }
+        if let Some(exit) = ottoscaler.try_exited() {
+            panic!("ottoscaler exited ({exit}):\n{}", ottoscaler.log_tail(8000));
+        }
+        assert!(
+            !refused(&log),
+            "the API server refused a request ottoscaler made:\n{}",
+            ottoscaler.log_tail(8000)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no 2 results and an empty namespace after 90s: results {:?}\n{}\n{}",
+            results(redis.port()),
+            env.pods_summary(&ns).await,
+            ottoscaler.log_tail(8000)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = results(redis.port());
+    assert_eq!(got.len(), 2, "{got:?}");
+    for result in &got {
+        assert_eq!(result.get("task_id").map(String::as_str), Some("rbac-test"));
+        assert_eq!(result.get("event_id"), Some(&id));
+        assert_eq!(
+            result.get("outcome").map(String::as_str),
+            Some("succeeded"),
+            "{result:?}"
+        );
+    }
+    let status = ottoscaler.stop(Duration::from_secs(15));
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "exit after SIGTERM:\n{log_text}"
+    );
+    assert!(
+        !refused(&log),
+        "the API server refused a request ottoscaler made:\n{log_text}"
+    );
+
+    // The same identity: refused for anything beyond its pods.
+    let sa = client_from_kubeconfig(&kubeconfig).await;
+    assert_forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &ns)
+            .list(&ListParams::default())
+            .await,
+        "listing secrets in its own namespace",
+    );
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("rbac-escape".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "worker".into(),
+                image: Some("busybox:latest".into()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    };
+    assert_forbidden(
+        Api::<Pod>::namespaced(sa.clone(), &other_ns)
+            .create(&PostParams::default(), &pod)
+            .await,
+        "creating a pod in another namespace",
+    );
+
+    // And exactly the Role's verbs, as the API server's authorizer sees them.
+    for verb in ["create", "get", "list", "watch", "delete"] {
+        assert!(may(&sa, verb, "pods", Some(&ns)).await, "may {verb} pods");
+    }
+    for (verb, resource, namespace) in [
+        ("patch", "pods", Some(ns.as_str())),
+        ("update", "pods", Some(ns.as_str())),
+        ("deletecollection", "pods", Some(ns.as_str())),
+        ("create", "pods/exec", Some(ns.as_str())),
+        ("create", "pods/eviction", Some(ns.as_str())),
+        ("update", "pods/status", Some(ns.as_str())),
+        ("create", "events", Some(ns.as_str())),
+        ("get", "secrets", Some(ns.as_str())),
+        ("get", "configmaps", Some(ns.as_str())),
+        ("list", "pods", Some(other_ns.as_str())),
+        ("list", "pods", None),
+        ("list", "namespaces", None),
+    ] {
+        assert!(
+            !may(&sa, verb, resource, namespace).await,
+            "must not {verb} {resource} in {namespace:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_config_prints_the_effective_config_without_the_redis_password() {
+    let mut cmd = ottoscaler_command();
+    cmd.arg("check-config")
+        .env("REDIS_URL", "redis://user:s3cret@host:6379");
+    let out = run_with_timeout(cmd, CHECK_CONFIG_TIMEOUT);
+    assert_eq!(out.status.code(), Some(0), "{}", out.describe());
+    assert!(
+        !out.stdout.contains("s3cret") && !out.stderr.contains("s3cret"),
+        "the password leaked: {}",
+        out.describe()
+    );
+    assert!(
+        out.stdout.contains("redis://user:***@host:6379"),
+        "{}",
+        out.describe()
+    );
+    // The rest of the effective configuration is there too.
+    let effective: toml::Table = out.stdout.parse().expect("check-config prints TOML");
+    for section in [
+        "redis",
+        "kubernetes",
+        "limits",
+        "worker",
+        "http",
+        "templates",
+    ] {
+        assert!(effective.contains_key(section), "[{section}] missing");
+    }
+}
+
+#[test]
+fn check_config_refuses_a_bad_value_and_names_its_key() {
+    let mut cmd = ottoscaler_command();
+    cmd.arg("check-config")
+        .env("OTTOSCALER_LIMITS__MAX_WORKERS", "abc");
+    let out = run_with_timeout(cmd, CHECK_CONFIG_TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{}", out.describe());
+    assert!(
+        out.stderr.contains("limits.max_workers"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(out.stdout, "", "nothing printed as the configuration");
+}
+
+/// `cargo tree -p ottoscaler --prefix none` with the given edge kinds: one package a line.
+fn cargo_tree(edges: &str) -> String {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["tree", "--offline", "-p", "ottoscaler", "-e", edges])
+        .args(["--prefix", "none", "--manifest-path"])
+        .arg(repo_path("Cargo.toml"));
+    let out = run_with_timeout(cmd, CARGO_TREE_TIMEOUT);
+    assert!(out.status.success(), "cargo tree: {}", out.describe());
+    out.stdout
+}
+
+fn lists_package(tree: &str, name: &str) -> bool {
+    tree.lines()
+        .any(|line| line.split_whitespace().next() == Some(name))
+}
+
+#[test]
+fn the_shipped_binary_does_not_depend_on_the_test_environment() {
+    let shipped = cargo_tree("normal");
+    assert!(lists_package(&shipped, "ottoscaler"), "{shipped}");
+    assert!(lists_package(&shipped, "kube"), "{shipped}");
+    assert!(
+        !lists_package(&shipped, "testenv"),
+        "testenv is a normal dependency:\n{shipped}"
+    );
+    // The check can see it where it belongs: among the dev-dependencies.
+    let dev = cargo_tree("dev");
+    assert!(lists_package(&dev, "testenv"), "{dev}");
+}
