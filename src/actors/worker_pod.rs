@@ -133,10 +133,10 @@ impl WorkerPodActor {
     /// Sends the create request; 409 AlreadyExists adopts the pod that is there.
     fn create(&mut self, pod: Pod, read_at: Instant, ctx: &mut Context<Self>) {
         let pods = self.env.pods.clone();
-        let name = self.pod_name.clone();
+        let worker = self.identity.clone();
         let params = PostParams::default();
         let fut =
-            async move { call_with_retry(&name, "create", || pods.create(&params, &pod)).await };
+            async move { call_with_retry(&worker, "create", || pods.create(&params, &pod)).await };
         // ctx.spawn, not wait: watch updates and cancels keep flowing during the call.
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let result = match res {
@@ -180,8 +180,9 @@ impl WorkerPodActor {
     /// Looks the pod up (after a restart without a watch view, or a watch gap).
     fn resync(&mut self, ctx: &mut Context<Self>) {
         let pods = self.env.pods.clone();
+        let worker = self.identity.clone();
         let name = self.pod_name.clone();
-        let fut = async move { call_with_retry(&name, "get", || pods.get_opt(&name)).await };
+        let fut = async move { call_with_retry(&worker, "get", || pods.get_opt(&name)).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(pod) => act.observe(pod.as_ref().map(outcome::observe), ctx),
             Err(e) => act.fail(format!("looking up the pod failed: {e}"), ctx),
@@ -313,8 +314,8 @@ impl WorkerPodActor {
             pod = %self.pod_name,
             task_id = %self.identity.task_id,
             outcome = %decision.outcome,
-            exit_code = ?decision.exit_code,
-            reason = ?decision.reason,
+            exit_code = decision.exit_code,
+            reason = decision.reason.as_deref(),
             "worker finished"
         );
         self.finished = Some(WorkerFinished {
@@ -364,18 +365,19 @@ impl WorkerPodActor {
         }
         self.delete_requested = true;
         let pods = self.env.pods.clone();
+        let worker = self.identity.clone();
         let name = self.pod_name.clone();
         let params = DeleteParams::default();
         let fut =
-            async move { call_with_retry(&name, "delete", || pods.delete(&name, &params)).await };
+            async move { call_with_retry(&worker, "delete", || pods.delete(&name, &params)).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(_) => {
-                debug!(pod = %act.pod_name, "pod deletion accepted");
+                debug!(pod = %act.pod_name, task_id = %act.identity.task_id, "pod deletion accepted");
                 act.delete_accepted = true;
                 act.answer_cancels(Ok(()));
                 ctx.run_later(DELETE_WATCHDOG, |act, ctx| {
                     if !act.pod_gone {
-                        warn!(pod = %act.pod_name, "pod still not gone after deletion, looking it up");
+                        warn!(pod = %act.pod_name, task_id = %act.identity.task_id, "pod still not gone after deletion, looking it up");
                         act.delete_requested = false;
                         act.delete_accepted = false;
                         act.resync(ctx);
@@ -543,7 +545,11 @@ enum CallError {
 /// Runs one Kubernetes call with a timeout, retrying transient failures (429, 5xx,
 /// timeouts, connection errors) with capped, jittered backoff. Permanent API errors
 /// come back at once as `CallError::Api` for the caller to judge (404, 409, 422...).
-async fn call_with_retry<T, F, Fut>(pod: &str, verb: &str, mut op: F) -> Result<T, CallError>
+async fn call_with_retry<T, F, Fut>(
+    worker: &WorkerIdentity,
+    verb: &str,
+    mut op: F,
+) -> Result<T, CallError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
@@ -558,8 +564,11 @@ where
             Ok(Err(e)) => last = retry::describe(&e),
             Err(_) => last = format!("no answer within {API_TIMEOUT:?}"),
         }
+        if attempt + 1 == API_ATTEMPTS {
+            break;
+        }
         let delay = Backoff::KUBE.delay(attempt);
-        debug!(%pod, verb, error = %last, ?delay, "transient Kubernetes error, retrying");
+        debug!(pod = %worker.pod_name(), task_id = %worker.task_id, verb, error = %last, ?delay, "transient Kubernetes error, retrying");
         tokio::time::sleep(delay).await;
     }
     Err(CallError::Exhausted {
