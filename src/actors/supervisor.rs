@@ -34,6 +34,8 @@ use crate::retry::Backoff;
 
 /// Restarts of one worker before its outcome becomes `failed` (restart budget exhausted).
 pub const MAX_RESTARTS: u32 = 5;
+/// How often the Supervisor asks again whether an adopted event is still pending.
+const PENDING_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 /// After a watch error, readiness stays down until the watch shows an event again, or
 /// until no further error came for this long. A watch that keeps failing (API server
 /// gone, RBAC refusing `watch`) reports an error at least every 30 s (kube-runtime's
@@ -429,7 +431,16 @@ impl Supervisor {
         ctx.spawn(ask.into_actor(self).map(move |res, act, ctx| match res {
             Ok(Ok(false)) => act.mark_acknowledged(&event_id),
             Ok(Ok(true)) => {
-                debug!(%event_id, "adopted event still pending; its pods wait for the acknowledgement")
+                // Another consumer may hold the entry and acknowledge it (or the reader
+                // may dead-letter it): no EventAcknowledged reaches us then, so ask again
+                // while the event's workers live.
+                debug!(%event_id, "adopted event still pending; its pods wait for the acknowledgement");
+                ctx.run_later(PENDING_RECHECK, move |act, ctx| {
+                    let live = act.workers.values().any(|w| w.identity.event_id == event_id);
+                    if live {
+                        act.check_acknowledged(&event_id, ctx);
+                    }
+                });
             }
             Ok(Err(e)) => {
                 warn!(%event_id, error = %e, "could not check whether the event is pending; asking again");
