@@ -5,7 +5,7 @@ NAMESPACE ?= ottoscaler
 EVENT_TASK ?= task-123
 EVENT_PODS ?= 3
 
-.PHONY: help deps controlplane build run test test-event fmt lint deploy logs demo up clean
+.PHONY: help deps controlplane build run test chaos test-event fmt lint deploy logs demo up clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
 
 test: deps controlplane ## run every test (unit, actor, Redis, end-to-end) against real components
 	$(CARGO) test --workspace --all-targets --locked
+
+chaos: deps controlplane ## the reliability suite at full size + the event-parser fuzz target (~15 min); writes docs/reliability.md
+	scripts/chaos.sh
 
 test-event: ## send the seed's sample event (scale_up, 3 pods, task-123)
 	$(CARGO) run --bin ottoscaler -- send-event --type scale_up --pod-count $(EVENT_PODS) --task-id $(EVENT_TASK)

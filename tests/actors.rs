@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use kube::api::DeleteParams;
 
+use ::ottoscaler::messages::Outcome;
+use ::ottoscaler::messages::supervisor::FailWorker;
 use common::*;
-use ottoscaler::messages::Outcome;
-use ottoscaler::messages::supervisor::FailWorker;
 
 const RESULTS_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -31,7 +31,7 @@ async fn seed_event_creates_three_contract_pods_and_reports_three_successes() {
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     let expected: BTreeSet<String> = (0..3)
-        .map(|i| ottoscaler::pods::pod_name("task-123", "1718000000000-0", i))
+        .map(|i| ::ottoscaler::pods::pod_name("task-123", "1718000000000-0", i))
         .collect();
     assert_eq!(names, expected, "pods: {}", h.describe_pods().await);
     for pod in &pods {
@@ -376,7 +376,7 @@ async fn max_workers_defers_an_event_until_slots_free() {
         .expect("mailbox");
     let accepted = answer.expect("accepted");
     h.supervisor
-        .do_send(ottoscaler::messages::supervisor::EventAcknowledged {
+        .do_send(::ottoscaler::messages::supervisor::EventAcknowledged {
             event_id: accepted.event_id,
         });
     let results = h.results.wait_for(4, RESULTS_TIMEOUT).await;

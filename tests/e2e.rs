@@ -3,18 +3,16 @@
 //! against a real redis-server, kube-apiserver + etcd, and kubesim.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 use testenv::RedisServer;
-use testenv::process::ManagedChild;
 
 mod common;
 
+use common::ottoscaler::{Launch, Ottoscaler, temp_dir};
 use common::redis::{entries, is_entry_id, pending, redis_cli};
 use common::wait_until;
 
@@ -29,18 +27,8 @@ fn pending_count(port: u16) -> u64 {
     pending(port, STREAM, "ottoscaler")
 }
 
-struct Ottoscaler {
-    child: ManagedChild,
-    http: String,
-}
-
-impl Ottoscaler {
-    fn start(redis: &RedisServer, namespace: &str, dir: &std::path::Path) -> Ottoscaler {
-        let http_port = free_port();
-        let config = dir.join("ottoscaler.toml");
-        std::fs::write(
-            &config,
-            r#"
+/// Templates as the Deployment's ConfigMap would carry them.
+const CONFIG: &str = r#"
 [templates.default]
 image = "busybox:latest"
 annotations = { "kubesim.ottoscaler.dev/run-seconds" = "1" }
@@ -48,102 +36,7 @@ annotations = { "kubesim.ottoscaler.dev/run-seconds" = "1" }
 [templates.long]
 image = "busybox:latest"
 annotations = { "kubesim.ottoscaler.dev/run-seconds" = "600" }
-"#,
-        )
-        .expect("write config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ottoscaler"));
-        cmd.arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", testenv::shared().kubeconfig_path())
-            .env("OTTOSCALER_CONFIG", &config)
-            .env("REDIS_HOST", "127.0.0.1")
-            .env("REDIS_PORT", redis.port().to_string())
-            .env("REDIS_CONSUMER", "ottoscaler-e2e-0")
-            .env("OTTOSCALER_KUBERNETES__NAMESPACE", namespace)
-            .env("OTTOSCALER_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
-            .env("OTTOSCALER_SHUTDOWN_TIMEOUT", "5s")
-            .env("RUST_LOG", "info,ottoscaler=debug");
-        let child = ManagedChild::start("ottoscaler", cmd, &dir.join("ottoscaler.log"))
-            .expect("ottoscaler starts");
-        Ottoscaler {
-            child,
-            http: format!("http://127.0.0.1:{http_port}"),
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        http_get(&format!("{}{path}", self.http))
-    }
-
-    fn wait_http(&mut self, path: &str, status: u16, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (code, body) = self.get(path);
-            if code == status {
-                return;
-            }
-            if let Some(exit) = self.child.try_exited() {
-                panic!("ottoscaler exited ({exit}):\n{}", self.child.log_tail(8000));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{path} is {code} {body:?}, not {status}, after {timeout:?}\n{}",
-                self.child.log_tail(8000)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn metric(&self, line_prefix: &str) -> Option<f64> {
-        let (_, body) = self.get("/metrics");
-        body.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A minimal HTTP/1.0 GET (the test needs no HTTP client crate): (status, body).
-fn http_get(url: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
-        return (0, String::new());
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "ottoscaler-{label}-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_millisecond()
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+"#;
 
 async fn live_pods(pods: &Api<Pod>) -> Vec<Pod> {
     pods.list(&ListParams::default().labels("managed-by=ottoscaler"))
@@ -160,7 +53,11 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
     let mut redis = RedisServer::start();
     let port = redis.port();
     let dir = temp_dir("e2e");
-    let mut ottoscaler = Ottoscaler::start(&redis, &ns, &dir);
+    let mut ottoscaler = Ottoscaler::start(
+        Launch::new(port, &ns, &dir)
+            .config(CONFIG)
+            .consumer("ottoscaler-e2e-0"),
+    );
     ottoscaler.wait_http("/healthz", 200, Duration::from_secs(30));
     ottoscaler.wait_http("/readyz", 200, Duration::from_secs(30));
 
@@ -261,18 +158,18 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let started = Instant::now();
-    let status = ottoscaler.child.stop(Duration::from_secs(10));
+    let status = ottoscaler.stop(Duration::from_secs(10));
     let took = started.elapsed();
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),
         "exit status after SIGTERM\n{}",
-        ottoscaler.child.log_tail(8000)
+        ottoscaler.log_tail(8000)
     );
     assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
     let left = live_pods(&pods).await;
     assert_eq!(left.len(), 2, "running pods are left alone");
     assert!(left.iter().all(|p| p.metadata.deletion_timestamp.is_none()));
-    let log = std::fs::read_to_string(dir.join("ottoscaler.log")).unwrap_or_default();
+    let log = ottoscaler.log();
     assert!(log.contains("task_id"), "worker log lines carry task_id");
 }

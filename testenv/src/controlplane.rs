@@ -49,6 +49,8 @@ pub struct ControlPlane {
     // Field order matters: the servers are killed before the directory is removed.
     apiserver: ManagedChild,
     etcd: ManagedChild,
+    /// How the apiserver was started, so it can be started again alone.
+    apiserver_cmd: ApiserverCommand,
     server_url: String,
     token: String,
     kubeconfig: PathBuf,
@@ -156,8 +158,15 @@ impl ControlPlane {
             "--endpoint-reconciler-type=none".to_string(),
             "--profiling=false".to_string(),
         ]);
-        let apiserver =
-            ManagedChild::start("kube-apiserver", api_cmd, &logs.join("kube-apiserver.log"))?;
+        let apiserver_cmd = ApiserverCommand {
+            program: bin.join("kube-apiserver"),
+            args: api_cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            log: logs.join("kube-apiserver.log"),
+        };
+        let apiserver = ManagedChild::start("kube-apiserver", api_cmd, &apiserver_cmd.log)?;
 
         // The kubeconfig gets its final name only once the apiserver is ready, so
         // whoever waits for the file (a script around `testenv up`) can use it at once.
@@ -171,6 +180,7 @@ impl ControlPlane {
         let mut parts = Parts {
             apiserver,
             etcd,
+            apiserver_cmd,
             server_url,
             token,
             kubeconfig: kubeconfig_path,
@@ -244,6 +254,62 @@ impl ControlPlane {
     pub fn pids(&self) -> (u32, u32) {
         (self.etcd.pid(), self.apiserver.pid())
     }
+
+    /// Stops only kube-apiserver: SIGKILL (a crash) with `graceful == false`, else
+    /// SIGTERM and up to 15 s to drain (it stops listening at once, but with watches
+    /// open it takes the whole 15 s before it exits). etcd keeps running with all the
+    /// data. Blocks until the process is gone.
+    pub fn stop_apiserver(&mut self, graceful: bool) {
+        if graceful {
+            self.apiserver.stop(Duration::from_secs(15));
+        } else {
+            self.apiserver.kill();
+        }
+    }
+
+    /// Starts kube-apiserver again with the same flags, so on the same port with the
+    /// same certificates, token and etcd, and waits for `/readyz`. Returns how long it
+    /// took to be ready. Does nothing but wait if it is running already.
+    pub async fn start_apiserver(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        if self.apiserver.try_exited().is_some() {
+            let ApiserverCommand { program, args, log } = &self.apiserver_cmd;
+            let mut command = Command::new(program);
+            command.args(args);
+            self.apiserver = ManagedChild::start("kube-apiserver", command, log)?;
+        }
+        let timeout = Duration::from_secs(90);
+        match wait_ready(
+            &self.config,
+            &mut self.etcd,
+            &mut self.apiserver,
+            started,
+            timeout,
+        )
+        .await
+        {
+            Ok(()) => Ok(started.elapsed()),
+            Err(StartError::Retry(err) | StartError::Fatal(err)) => {
+                Err(err.context("kube-apiserver did not come back"))
+            }
+        }
+    }
+
+    /// [`stop_apiserver`](ControlPlane::stop_apiserver), then
+    /// [`start_apiserver`](ControlPlane::start_apiserver): an apiserver restart on the
+    /// same port and etcd, as in a control-plane upgrade or crash.
+    pub async fn restart_apiserver(&mut self, graceful: bool) -> Result<Duration> {
+        self.stop_apiserver(graceful);
+        self.start_apiserver().await
+    }
+}
+
+/// Program, flags and log file of kube-apiserver (a `Command` cannot be cloned).
+#[derive(Debug, Clone)]
+struct ApiserverCommand {
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
 }
 
 /// Why one start attempt failed: a retry with new ports may help, or not.
@@ -262,6 +328,7 @@ impl From<anyhow::Error> for StartError {
 struct Parts {
     apiserver: ManagedChild,
     etcd: ManagedChild,
+    apiserver_cmd: ApiserverCommand,
     server_url: String,
     token: String,
     kubeconfig: PathBuf,
@@ -274,6 +341,7 @@ impl Parts {
         ControlPlane {
             apiserver: self.apiserver,
             etcd: self.etcd,
+            apiserver_cmd: self.apiserver_cmd,
             server_url: self.server_url,
             token: self.token,
             kubeconfig: self.kubeconfig,
@@ -284,52 +352,69 @@ impl Parts {
         }
     }
 
-    /// Polls `/readyz` every 200 ms until it answers `ok`, a server exits, or the
-    /// timeout passes; errors quote the tail of the server logs.
     async fn wait_ready(&mut self, started: Instant, timeout: Duration) -> Result<(), StartError> {
-        let client = kube::Client::try_from(self.config.clone())
-            .context("cannot build kube client")
-            .map_err(StartError::Fatal)?;
-        let mut last_report = Instant::now();
-        let mut last_answer;
-        loop {
-            if let Some(status) = self.etcd.try_exited() {
-                return Err(StartError::Retry(anyhow::anyhow!(
-                    "etcd exited ({status}) before the apiserver was ready; etcd log tail:\n{}",
-                    self.etcd.log_tail(4000)
-                )));
-            }
-            if let Some(status) = self.apiserver.try_exited() {
-                return Err(StartError::Retry(anyhow::anyhow!(
-                    "kube-apiserver exited ({status}) before it was ready; log tail:\n{}",
-                    self.apiserver.log_tail(6000)
-                )));
-            }
-            let request = http::Request::get("/readyz")
-                .body(Vec::new())
-                .context("cannot build /readyz request")
-                .map_err(StartError::Fatal)?;
-            match tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await {
-                Ok(Ok(body)) if body.trim() == "ok" => return Ok(()),
-                Ok(Ok(body)) => last_answer = body,
-                Ok(Err(err)) => last_answer = err.to_string(),
-                Err(_) => last_answer = "timed out after 5s".to_string(),
-            }
-            let waited = started.elapsed();
-            if waited > timeout {
-                return Err(StartError::Fatal(anyhow::anyhow!(
-                    "kube-apiserver not ready after {waited:.0?} (last /readyz answer: {}); \
-                     apiserver log tail:\n{}\netcd log tail:\n{}",
-                    last_answer.trim(),
-                    self.apiserver.log_tail(6000),
-                    self.etcd.log_tail(2000)
-                )));
-            }
-            if last_report.elapsed() > Duration::from_secs(5) {
-                eprintln!("testenv: waiting for kube-apiserver /readyz ({waited:.0?})...");
-                last_report = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        wait_ready(
+            &self.config,
+            &mut self.etcd,
+            &mut self.apiserver,
+            started,
+            timeout,
+        )
+        .await
+    }
+}
+
+/// Polls `/readyz` every 200 ms until it answers `ok`, a server exits, or the timeout
+/// passes; errors quote the tail of the server logs.
+async fn wait_ready(
+    config: &kube::Config,
+    etcd: &mut ManagedChild,
+    apiserver: &mut ManagedChild,
+    started: Instant,
+    timeout: Duration,
+) -> Result<(), StartError> {
+    let client = kube::Client::try_from(config.clone())
+        .context("cannot build kube client")
+        .map_err(StartError::Fatal)?;
+    let mut last_report = Instant::now();
+    let mut last_answer;
+    loop {
+        if let Some(status) = etcd.try_exited() {
+            return Err(StartError::Retry(anyhow::anyhow!(
+                "etcd exited ({status}) before the apiserver was ready; etcd log tail:\n{}",
+                etcd.log_tail(4000)
+            )));
         }
+        if let Some(status) = apiserver.try_exited() {
+            return Err(StartError::Retry(anyhow::anyhow!(
+                "kube-apiserver exited ({status}) before it was ready; log tail:\n{}",
+                apiserver.log_tail(6000)
+            )));
+        }
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .context("cannot build /readyz request")
+            .map_err(StartError::Fatal)?;
+        match tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await {
+            Ok(Ok(body)) if body.trim() == "ok" => return Ok(()),
+            Ok(Ok(body)) => last_answer = body,
+            Ok(Err(err)) => last_answer = err.to_string(),
+            Err(_) => last_answer = "timed out after 5s".to_string(),
+        }
+        let waited = started.elapsed();
+        if waited > timeout {
+            return Err(StartError::Fatal(anyhow::anyhow!(
+                "kube-apiserver not ready after {waited:.0?} (last /readyz answer: {}); \
+                 apiserver log tail:\n{}\netcd log tail:\n{}",
+                last_answer.trim(),
+                apiserver.log_tail(6000),
+                etcd.log_tail(2000)
+            )));
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("testenv: waiting for kube-apiserver /readyz ({waited:.0?})...");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -158,6 +158,12 @@ impl TestEnv {
         &self.control_plane
     }
 
+    /// The control plane, to restart its apiserver
+    /// ([`ControlPlane::restart_apiserver`]); only for an environment of your own.
+    pub fn control_plane_mut(&mut self) -> &mut ControlPlane {
+        &mut self.control_plane
+    }
+
     /// Creates a fresh namespace `<prefix>-<random>` (with a `default`
     /// ServiceAccount) and returns its name. Namespaces are never deleted: without a
     /// controller-manager they would stay Terminating anyway, and everything goes

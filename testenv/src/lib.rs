@@ -24,6 +24,7 @@ pub mod binaries;
 mod certs;
 pub mod controlplane;
 mod env;
+pub mod faultproxy;
 mod kubeconfig;
 pub mod kubesim;
 mod pods;
@@ -34,5 +35,6 @@ mod workdir;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions};
 pub use env::{TestEnv, TestEnvOptions, shared};
+pub use faultproxy::{FaultProxy, FaultStats, Faults};
 pub use pods::{describe as describe_pod, pods_summary};
 pub use redis::RedisServer;

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod chaos;
+pub mod ottoscaler;
 pub mod redis;
 
 use std::collections::BTreeMap;
@@ -15,16 +17,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 
-use ottoscaler::actors::pod_watcher::PodWatcher;
-use ottoscaler::actors::supervisor::{Supervisor, SupervisorConfig};
-use ottoscaler::actors::worker_pod::WorkerEnv;
-use ottoscaler::messages::supervisor::{
+use ::ottoscaler::actors::pod_watcher::PodWatcher;
+use ::ottoscaler::actors::supervisor::{Supervisor, SupervisorConfig};
+use ::ottoscaler::actors::worker_pod::WorkerEnv;
+use ::ottoscaler::messages::supervisor::{
     EventAccepted, EventAcknowledged, EventRefused, GetStatus, SupervisorStatus,
 };
-use ottoscaler::messages::{PublishError, ScaleEvent, ScaleKind, WorkerFinished};
-use ottoscaler::metrics::Metrics;
-use ottoscaler::pods::{PodTemplate, resolve_templates};
-use ottoscaler::settings::{Settings, TemplateSettings};
+use ::ottoscaler::messages::{PublishError, ScaleEvent, ScaleKind, WorkerFinished};
+use ::ottoscaler::metrics::Metrics;
+use ::ottoscaler::pods::{PodTemplate, resolve_templates};
+use ::ottoscaler::settings::{Settings, TemplateSettings};
 
 pub const RUN_SECONDS: &str = "kubesim.ottoscaler.dev/run-seconds";
 pub const EXIT_CODE: &str = "kubesim.ottoscaler.dev/exit-code";
