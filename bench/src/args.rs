@@ -1,0 +1,219 @@
+//! The command line, and how big each scenario is in a full and in a `--quick` run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+pub const USAGE: &str = "\
+usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,B2,...]
+
+  --quick            tiny counts (seconds instead of minutes); for smoke tests
+  --out DIR          write results.json, benchmarks.md and benchmarks.png into DIR
+                     (default: target/bench/results.json, docs/benchmarks.md and
+                     docs/benchmarks.png of the workspace)
+  --ottoscaler PATH  the ottoscaler binary to measure (default: target/release/ottoscaler
+                     of the workspace)
+  --only LIST        run only these scenarios (B1 includes B6, B4 includes B5); for
+                     diagnosis: the report then lacks the others
+
+environment: OTTOSCALER_BENCH_ENV_X=v is passed to ottoscaler as X=v (e.g. RUST_LOG)";
+
+/// What the command line asked for.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub quick: bool,
+    pub out: Option<PathBuf>,
+    pub ottoscaler: PathBuf,
+    /// Scenario ids to run (B1, B2, B3, B4); empty: all.
+    pub only: Vec<String>,
+    /// The command as typed, for the report.
+    pub command: String,
+}
+
+/// The scenarios `--only` can name; B6 comes with B1 and B5 with B4.
+const SCENARIOS: [&str; 4] = ["B1", "B2", "B3", "B4"];
+
+/// The workspace root (this crate's parent directory), fixed at compile time so the
+/// defaults work from any working directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl Args {
+    /// Parses `argv` (without the program name). `Ok(None)` means `--help`.
+    pub fn parse(program: &str, argv: &[String]) -> Result<Option<Args>> {
+        let mut quick = false;
+        let mut out = None;
+        let mut ottoscaler = None;
+        let mut only = Vec::new();
+        let mut it = argv.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--quick" => quick = true,
+                "--out" => out = Some(PathBuf::from(value(&mut it, "--out")?)),
+                "--ottoscaler" => ottoscaler = Some(PathBuf::from(value(&mut it, "--ottoscaler")?)),
+                "--only" => {
+                    only = value(&mut it, "--only")?
+                        .split(',')
+                        .map(|s| s.trim().to_ascii_uppercase())
+                        .collect();
+                    if let Some(bad) = only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+                        bail!("--only: unknown scenario {bad:?} (one of {SCENARIOS:?})");
+                    }
+                }
+                "-h" | "--help" => return Ok(None),
+                other => bail!("unknown argument {other:?}\n{USAGE}"),
+            }
+        }
+        let ottoscaler =
+            ottoscaler.unwrap_or_else(|| workspace_root().join("target/release/ottoscaler"));
+        let command = std::iter::once(program.to_string())
+            .chain(argv.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Some(Args {
+            quick,
+            out,
+            ottoscaler,
+            only,
+            command,
+        }))
+    }
+
+    /// Whether scenario `id` (B1, B2, B3 or B4) is to run.
+    pub fn runs(&self, id: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == id)
+    }
+
+    pub fn plan(&self) -> Plan {
+        if self.quick {
+            Plan::quick()
+        } else {
+            Plan::full()
+        }
+    }
+
+    /// Where results.json goes.
+    pub fn results_path(&self) -> PathBuf {
+        match &self.out {
+            Some(dir) => dir.join("results.json"),
+            None => workspace_root().join("target/bench/results.json"),
+        }
+    }
+
+    /// The directory of benchmarks.md and benchmarks.png.
+    pub fn docs_dir(&self) -> PathBuf {
+        match &self.out {
+            Some(dir) => dir.clone(),
+            None => workspace_root().join("docs"),
+        }
+    }
+}
+
+fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
+    match it.next() {
+        Some(v) => Ok(v),
+        None => bail!("{flag} needs a value\n{USAGE}"),
+    }
+}
+
+/// The sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    /// B1: (events per second, seconds of sending) per row.
+    pub latency_rates: Vec<(u32, u32)>,
+    /// B2: one-pod events, and the concurrency (max_workers) of both contenders.
+    pub throughput_events: u32,
+    pub throughput_concurrency: u32,
+    /// B3: workers per run, and the run times (seconds) compared.
+    pub cost_workers: u32,
+    pub cost_run_seconds: Vec<u32>,
+    /// B4: worker counts at which the peak RSS is read (ascending).
+    pub memory_steps: Vec<u32>,
+    /// B5: live pods a fresh instance adopts (one of `memory_steps`).
+    pub restart_pods: u32,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            quick: false,
+            latency_rates: vec![(10, 20), (100, 10)],
+            throughput_events: 2000,
+            throughput_concurrency: 200,
+            cost_workers: 50,
+            cost_run_seconds: vec![1, 60],
+            memory_steps: vec![1000, 5000, 10_000],
+            restart_pods: 5000,
+        }
+    }
+
+    pub fn quick() -> Plan {
+        Plan {
+            quick: true,
+            latency_rates: vec![(10, 2), (100, 1)],
+            throughput_events: 40,
+            throughput_concurrency: 20,
+            cost_workers: 5,
+            cost_run_seconds: vec![1, 2],
+            memory_steps: vec![50, 100],
+            restart_pods: 100,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_point_into_the_workspace() {
+        let a = Args::parse("bench", &[]).expect("parse").expect("args");
+        assert!(!a.quick);
+        assert!(a.ottoscaler.ends_with("target/release/ottoscaler"));
+        assert!(a.results_path().ends_with("target/bench/results.json"));
+        assert!(a.docs_dir().ends_with("docs"));
+    }
+
+    #[test]
+    fn out_puts_every_file_in_one_directory() {
+        let a = Args::parse("bench", &args(&["--quick", "--out", "/tmp/x"]))
+            .expect("parse")
+            .expect("args");
+        assert!(a.quick);
+        assert_eq!(a.results_path(), PathBuf::from("/tmp/x/results.json"));
+        assert_eq!(a.docs_dir(), PathBuf::from("/tmp/x"));
+        assert_eq!(a.command, "bench --quick --out /tmp/x");
+    }
+
+    #[test]
+    fn unknown_and_incomplete_arguments_are_refused() {
+        assert!(Args::parse("bench", &args(&["--fast"])).is_err());
+        assert!(Args::parse("bench", &args(&["--out"])).is_err());
+        assert!(
+            Args::parse("bench", &args(&["--help"]))
+                .expect("parse")
+                .is_none()
+        );
+        assert!(Args::parse("bench", &args(&["--only", "B7"])).is_err());
+        let a = Args::parse("bench", &args(&["--only", "b2,B4"]))
+            .expect("parse")
+            .expect("args");
+        assert!(a.runs("B2") && a.runs("B4") && !a.runs("B1"));
+    }
+
+    #[test]
+    fn the_restart_size_is_one_of_the_memory_steps() {
+        for plan in [Plan::full(), Plan::quick()] {
+            assert!(plan.memory_steps.contains(&plan.restart_pods));
+        }
+    }
+}

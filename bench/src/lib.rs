@@ -1,0 +1,92 @@
+//! `ottoscaler-bench`: measures the release `ottoscaler` binary, run as a separate
+//! process, against its own redis-server, kube-apiserver + etcd and kubesim on loopback.
+//!
+//! ```text
+//!  harness ──XADD──► redis-server ◄──XREADGROUP / results── ottoscaler (child process)
+//!     │                                                        │ create / delete
+//!     │ own pod watch (timestamps)                             ▼
+//!     └──────────────────────────────────────────────► kube-apiserver + etcd
+//!  kubesim (in the harness) binds and runs the pods ─────────►  (own instance)
+//! ```
+//!
+//! # Layout
+//! - [`args`]: the command line and the sizes of a full and a `--quick` run.
+//! - [`bench_env`]: the control plane, kubesim and Redis of one run; one lane
+//!   (namespace + streams) per scenario.
+//! - [`otto`]: the ottoscaler child process: config file, readiness, metrics, memory.
+//! - [`recorder`]: a watch of our own recording when each pod was seen in which state.
+//! - [`events`]: writing scale events and reading results on Redis.
+//! - [`apiserver`]: the API server's own request counters.
+//! - [`ceiling`]: the bare kube-rs program B2 compares against.
+//! - [`procfs`]: peak RSS and CPU time of a process.
+//! - [`machine`]: what the numbers were measured on.
+//! - [`stats`], [`http`]: percentiles; a minimal HTTP GET for ottoscaler's endpoints.
+//! - [`scenarios`]: one file per benchmark row (B1..B6).
+//! - [`report`]: `results.json`, the Markdown table and the plot.
+
+pub mod apiserver;
+pub mod args;
+pub mod bench_env;
+pub mod ceiling;
+pub mod events;
+pub mod http;
+pub mod machine;
+pub mod otto;
+pub mod procfs;
+pub mod recorder;
+pub mod report;
+pub mod scenarios;
+pub mod stats;
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::args::Args;
+use crate::bench_env::BenchEnv;
+use crate::report::Report;
+
+/// Runs every scenario in order and writes the report. A scenario that fails is
+/// reported as failed (its rows carry the error) and the run goes on; the result is an
+/// error if any failed, after the files are written.
+pub async fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    let plan = args.plan();
+    anyhow::ensure!(
+        args.ottoscaler.is_file(),
+        "the ottoscaler binary {} does not exist (build it: cargo build --release --bin ottoscaler)",
+        args.ottoscaler.display()
+    );
+    let env = BenchEnv::start(&args)
+        .await
+        .context("starting the benchmark environment")?;
+    let machine = machine::describe(&env).await;
+    eprintln!("bench: environment up in {:.1?}", started.elapsed());
+
+    // In this order: the memory scenario leaves 10,000 pods behind (they die with the
+    // control plane), which would slow every scenario after it.
+    let progress = |name: &str| eprintln!("bench: {name} done after {:.1?}", started.elapsed());
+    let mut sections = Vec::new();
+    if args.runs("B1") {
+        sections.push(scenarios::b1_latency::run(&env, &plan).await);
+        progress("B1/B6");
+    }
+    if args.runs("B2") {
+        sections.push(scenarios::b2_throughput::run(&env, &plan).await);
+        progress("B2");
+    }
+    if args.runs("B3") {
+        sections.push(scenarios::b3_api_cost::run(&env, &plan).await);
+        progress("B3");
+    }
+    if args.runs("B4") {
+        sections.push(scenarios::b4_memory::run(&env, &plan).await);
+        progress("B4/B5");
+    }
+
+    let report = Report::new(&args, machine, sections, started.elapsed());
+    report.write(&args).context("writing the report")?;
+    env.stop().await;
+    eprintln!("bench: done in {:.1?}", started.elapsed());
+    report.fail_if_any_failed()
+}

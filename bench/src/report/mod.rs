@@ -1,0 +1,269 @@
+//! The results: one [`Row`] per measured number, gathered from each scenario's
+//! [`Section`], written as `results.json` ([`json`]), a Markdown table ([`markdown`])
+//! and a plot ([`plot`]).
+
+pub mod json;
+pub mod markdown;
+pub mod plot;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Map, Value};
+
+use crate::args::Args;
+
+/// Which way a target points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    AtMost,
+    AtLeast,
+}
+
+/// A row's goal: on its value, or on its ratio to the baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    pub bound: Bound,
+    pub limit: f64,
+    pub on_ratio: bool,
+}
+
+impl Target {
+    pub fn at_most(limit: f64) -> Target {
+        Target {
+            bound: Bound::AtMost,
+            limit,
+            on_ratio: false,
+        }
+    }
+
+    pub fn ratio_at_least(limit: f64) -> Target {
+        Target {
+            bound: Bound::AtLeast,
+            limit,
+            on_ratio: true,
+        }
+    }
+
+    /// e.g. `<= 50 ms` or `>= 0.8 x baseline`.
+    pub fn text(&self, unit: &str) -> String {
+        let op = match self.bound {
+            Bound::AtMost => "<=",
+            Bound::AtLeast => ">=",
+        };
+        if self.on_ratio {
+            format!("{op} {} x baseline", self.limit)
+        } else {
+            format!("{op} {} {unit}", self.limit)
+        }
+    }
+}
+
+/// One measured number.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: &'static str,
+    pub label: String,
+    pub value: Option<f64>,
+    pub unit: &'static str,
+    pub target: Option<Target>,
+    /// The ceiling or model the value is compared with.
+    pub baseline: Option<f64>,
+    /// How it was measured, in a sentence or two.
+    pub method: String,
+    /// Supporting numbers (percentiles, per-verb counts, CPU seconds...).
+    pub detail: Map<String, Value>,
+    pub error: Option<String>,
+}
+
+impl Row {
+    pub fn new(id: &'static str, label: impl Into<String>, value: f64, unit: &'static str) -> Row {
+        Row {
+            id,
+            label: label.into(),
+            value: Some(value),
+            unit,
+            target: None,
+            baseline: None,
+            method: String::new(),
+            detail: Map::new(),
+            error: None,
+        }
+    }
+
+    pub fn target(mut self, target: Target) -> Row {
+        self.target = Some(target);
+        self
+    }
+
+    pub fn baseline(mut self, baseline: f64) -> Row {
+        self.baseline = Some(baseline);
+        self
+    }
+
+    pub fn method(mut self, method: impl Into<String>) -> Row {
+        self.method = method.into();
+        self
+    }
+
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Row {
+        self.detail.insert(key.to_string(), value.into());
+        self
+    }
+
+    /// value / baseline.
+    pub fn ratio(&self) -> Option<f64> {
+        match (self.value, self.baseline) {
+            (Some(v), Some(b)) if b != 0.0 => Some(v / b),
+            _ => None,
+        }
+    }
+
+    /// Whether the target is met (None: no target or no value).
+    pub fn met(&self) -> Option<bool> {
+        let target = self.target?;
+        let v = if target.on_ratio {
+            self.ratio()?
+        } else {
+            self.value?
+        };
+        Some(match target.bound {
+            Bound::AtMost => v <= target.limit,
+            Bound::AtLeast => v >= target.limit,
+        })
+    }
+}
+
+/// What one scenario produced: its rows, and the samples the plot shows.
+#[derive(Debug, Clone, Default)]
+pub struct Section {
+    pub rows: Vec<Row>,
+    /// B1: (label, latency samples in ms).
+    pub latencies: Vec<(String, Vec<f64>)>,
+    /// B4: (workers, peak RSS in MiB).
+    pub memory: Vec<(u32, f64)>,
+}
+
+impl Section {
+    /// The rows of a scenario that failed: no value, the error instead.
+    pub fn failed(ids: &[(&'static str, &str)], err: &anyhow::Error) -> Section {
+        let error = format!("{err:#}");
+        eprintln!("bench: scenario {} failed: {error}", ids[0].0);
+        Section {
+            rows: ids
+                .iter()
+                .map(|(id, label)| Row {
+                    value: None,
+                    error: Some(error.clone()),
+                    ..Row::new(id, *label, 0.0, "")
+                })
+                .collect(),
+            ..Section::default()
+        }
+    }
+}
+
+/// The whole run.
+pub struct Report {
+    pub command: String,
+    pub date: String,
+    pub quick: bool,
+    pub duration: Duration,
+    pub machine: Value,
+    pub sections: Vec<Section>,
+}
+
+impl Report {
+    pub fn new(
+        args: &Args,
+        mut machine: Value,
+        sections: Vec<Section>,
+        duration: Duration,
+    ) -> Report {
+        if let Some(m) = machine.as_object_mut() {
+            m.insert(
+                "load_average_at_end".into(),
+                crate::machine::load_average().into(),
+            );
+        }
+        Report {
+            command: args.command.clone(),
+            date: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string()),
+            quick: args.quick,
+            duration,
+            machine,
+            sections,
+        }
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.sections.iter().flat_map(|s| s.rows.iter())
+    }
+
+    /// Writes results.json, benchmarks.md and benchmarks.png.
+    pub fn write(&self, args: &Args) -> Result<()> {
+        let results = args.results_path();
+        let docs = args.docs_dir();
+        for dir in [results.parent(), Some(docs.as_path())]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let text = serde_json::to_string_pretty(&json::to_json(self))?;
+        std::fs::write(&results, text + "\n")
+            .with_context(|| format!("cannot write {}", results.display()))?;
+        let md = docs.join("benchmarks.md");
+        std::fs::write(&md, markdown::render(self))
+            .with_context(|| format!("cannot write {}", md.display()))?;
+        let png = docs.join("benchmarks.png");
+        if let Err(err) = plot::render(self, &png) {
+            eprintln!("bench: no plot ({err:#})");
+        }
+        eprintln!(
+            "bench: wrote {}, {} and {}",
+            results.display(),
+            md.display(),
+            png.display()
+        );
+        Ok(())
+    }
+
+    /// An error naming the scenarios that failed, if any did.
+    pub fn fail_if_any_failed(&self) -> Result<()> {
+        let failed: Vec<String> = self
+            .rows()
+            .filter(|r| r.error.is_some())
+            .map(|r| format!("{} {}", r.id, r.label))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            bail!("not measured: {}", failed.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_checked_on_the_value_or_on_the_ratio() {
+        let latency = Row::new("B1", "100/s", 42.0, "ms").target(Target::at_most(50.0));
+        assert_eq!(latency.met(), Some(true));
+        assert_eq!(latency.ratio(), None);
+        let throughput = Row::new("B2", "", 70.0, "pods/s")
+            .baseline(100.0)
+            .target(Target::ratio_at_least(0.8));
+        assert_eq!(throughput.ratio(), Some(0.7));
+        assert_eq!(throughput.met(), Some(false));
+        assert_eq!(
+            throughput.target.map(|t| t.text("pods/s")).as_deref(),
+            Some(">= 0.8 x baseline")
+        );
+    }
+}

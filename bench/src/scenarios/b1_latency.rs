@@ -1,0 +1,236 @@
+//! B1 event latency: one-pod scale_up events XADDed at a steady rate; for each, the
+//! time from the XADD (the entry id's millisecond timestamp) to the ADDED event of its
+//! pod on the harness' own watch, i.e. after the API server accepted and stored the
+//! create. The pods run 1 s; the same pods give B6 ([`super::b6_completion`]).
+//!
+//! Baseline: right after each rate, the [`crate::ceiling`] program cycles copies of
+//! ottoscaler's pod at the same rate (create sent -> ADDED on a watch of ours), so a
+//! miss can be told apart: ottoscaler's, or the control plane's on this machine.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::time::Instant;
+
+use super::{CpuMeter, b6_completion};
+use crate::args::Plan;
+use crate::bench_env::BenchEnv;
+use crate::otto::{Metrics, Otto, OttoConfig};
+use crate::recorder::{PodTimes, Recorder};
+use crate::report::json::round;
+use crate::report::{Row, Section, Target};
+use crate::stats::summarize;
+use crate::{ceiling, events};
+use serde_json::Value;
+
+/// Above any rate measured, so neither the client-side rate limit (each pod costs a
+/// create and a delete) nor `max_workers` backpressure shapes the latency.
+const CONFIG: OttoConfig = OttoConfig {
+    qps: 500,
+    burst: 500,
+    max_workers: 1000,
+    max_pods_per_event: 50,
+    run_seconds: 1.0,
+};
+
+pub async fn run(env: &BenchEnv, plan: &Plan) -> Section {
+    match measure(env, plan).await {
+        Ok(section) => section,
+        Err(err) => {
+            let mut ids: Vec<(&'static str, String)> = plan
+                .latency_rates
+                .iter()
+                .map(|(rate, _)| ("B1", label(*rate)))
+                .collect();
+            ids.push(("B6", "completion latency p99".into()));
+            let ids: Vec<(&'static str, &str)> =
+                ids.iter().map(|(i, l)| (*i, l.as_str())).collect();
+            Section::failed(&ids, &err)
+        }
+    }
+}
+
+fn label(rate: u32) -> String {
+    format!("event latency p99 at {rate} events/s")
+}
+
+async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
+    let lane = env.lane("b1").await?;
+    let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
+    let mut otto = Otto::start(env, &lane, &CONFIG, "b1")?;
+    otto.wait_ready(Duration::from_secs(60)).await?;
+    let mut con = events::connect(&env.redis.url()).await?;
+    let ceiling_lane = env.lane("b1-ceiling").await?;
+    let ceiling_recorder = Recorder::start(env.env.config(), &ceiling_lane.namespace).await?;
+    let mut section = Section::default();
+    let mut completion = Vec::new();
+    let mut sent = 0u64;
+    for &(rate, seconds) in &plan.latency_rates {
+        let count = rate * seconds;
+        let timeout = Duration::from_secs(u64::from(seconds) + 90);
+
+        // ottoscaler at this rate.
+        let cpu = CpuMeter::start(env, Some(otto.pid()));
+        let before = otto.metrics().await?;
+        let ids = send_paced(&mut con, &lane.stream, rate, count).await?;
+        sent += u64::from(count);
+        let total = sent as usize;
+        recorder
+            .wait("pods of every event gone", timeout, |c| c.gone >= total)
+            .await?;
+        events::wait_len(&mut con, &lane.results, sent, Duration::from_secs(30)).await?;
+        let after = otto.metrics().await?;
+        let cpu_otto = cpu.json();
+        let pods = recorder.pods();
+        let by_event: HashMap<&str, &PodTimes> = pods
+            .values()
+            .filter_map(|t| Some((t.event_id.as_deref()?, t)))
+            .collect();
+        let mine: Vec<(&str, &PodTimes)> = ids
+            .iter()
+            .filter_map(|id| Some((id.as_str(), *by_event.get(id.as_str())?)))
+            .collect();
+        write_csv(env, rate, &mine)?;
+        let since_xadd =
+            |at: Option<i64>, id: &str| Some(at? as f64 / 1000.0 - events::id_ms(id)? as f64);
+        let seen: Vec<f64> = mine
+            .iter()
+            .filter_map(|(id, t)| since_xadd(t.seen_us, id))
+            .collect();
+        let annotated: Vec<f64> = mine
+            .iter()
+            .filter_map(|(id, t)| since_xadd(t.annotated_created_us, id))
+            .collect();
+        let s = summarize(&seen).context("no pod of this rate was seen")?;
+        let a = summarize(&annotated).map_or(Value::Null, |a| a.json());
+
+        // The ceiling at the same rate, with copies of ottoscaler's pod.
+        let template = recorder
+            .sample()
+            .context("no pod to copy for the ceiling")?;
+        let cpu = CpuMeter::start(env, None);
+        let sent_at = tokio::time::timeout(
+            timeout,
+            ceiling::paced(
+                env.client(),
+                &ceiling_lane.namespace,
+                &template,
+                rate,
+                count,
+            ),
+        )
+        .await
+        .context("the ceiling program timed out")??;
+        let cpu_ceiling = cpu.json();
+        let ceiling_pods = ceiling_recorder.pods();
+        let ceiling: Vec<f64> = sent_at
+            .iter()
+            .filter_map(|(name, sent)| {
+                Some((ceiling_pods.get(name)?.seen_us? - sent) as f64 / 1000.0)
+            })
+            .collect();
+        let c = summarize(&ceiling).context("no ceiling pod was seen")?;
+
+        section.rows.push(
+            Row::new("B1", label(rate), s.p99, "ms")
+                .target(Target::at_most(50.0))
+                .baseline(c.p99)
+                .method(format!(
+                    "{count} one-pod scale_up events XADDed at {rate}/s for {seconds} s; per \
+                     event: the time the harness' own pod watch received the pod's ADDED \
+                     event minus the XADD time in the entry id (ms). So it includes the \
+                     create round trip and the watch delivery. ottoscaler qps/burst 500, \
+                     max_workers 1000, pods run 1 s. Baseline: p99 of the bare kube-rs \
+                     ceiling program at the same rate (create sent -> ADDED seen), run right \
+                     after."
+                ))
+                .detail("events", count)
+                .detail("pods_seen", s.count)
+                .detail("xadd_to_watch_added_ms", s.json())
+                .detail("xadd_to_created_at_annotation_ms", a)
+                .detail(
+                    "ottoscaler_read_to_created_ms",
+                    read_to_created(&before, &after),
+                )
+                .detail("ceiling_create_to_watch_added_ms", c.json())
+                .detail("cpu_seconds", cpu_otto)
+                .detail("cpu_seconds_ceiling", cpu_ceiling),
+        );
+        section
+            .latencies
+            .push((format!("ottoscaler, {rate} events/s"), seen));
+        section
+            .latencies
+            .push((format!("ceiling, {rate} pods/s"), ceiling));
+        let times: Vec<PodTimes> = mine.iter().map(|(_, t)| (*t).clone()).collect();
+        completion.push((format!("{rate} events/s"), times));
+    }
+    section.rows.push(b6_completion::row(&completion)?);
+    let code = otto.stop().await?;
+    if code != Some(0) {
+        eprintln!("bench: b1 ottoscaler exited with {code:?}");
+    }
+    Ok(section)
+}
+
+/// ottoscaler's own view (`ottoscaler_pod_create_seconds`, event read -> pod created)
+/// over the phase: the mean, and how many creates fell at or under each bucket bound.
+fn read_to_created(before: &Metrics, after: &Metrics) -> Value {
+    let delta = |k: &str, labels: &[&str]| after.sum(k, labels) - before.sum(k, labels);
+    let mean_ms = delta("ottoscaler_pod_create_seconds_sum", &[])
+        / delta("ottoscaler_pod_create_seconds_count", &[])
+        * 1000.0;
+    let mut buckets = serde_json::Map::new();
+    for le in [
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "+Inf",
+    ] {
+        let label = format!("le=\"{le}\"");
+        let n = delta("ottoscaler_pod_create_seconds_bucket", &[&label]);
+        buckets.insert(le.to_string(), n.into());
+    }
+    serde_json::json!({ "mean_ms": round(mean_ms, 2), "at_or_under_seconds": buckets })
+}
+
+/// Every pod of the phase with its times, for a closer look: `b1-<rate>.csv` in the
+/// log directory (times in microseconds since the epoch, the XADD in ms).
+fn write_csv(env: &BenchEnv, rate: u32, pods: &[(&str, &PodTimes)]) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut csv = String::from(
+        "event_id,xadd_ms,annotated_created_us,seen_us,running_us,finished_us,deleting_us,gone_us\n",
+    );
+    let t = |v: Option<i64>| v.map_or(String::new(), |v| v.to_string());
+    for (id, p) in pods {
+        let _ = writeln!(
+            csv,
+            "{id},{},{},{},{},{},{},{}",
+            t(events::id_ms(id)),
+            t(p.annotated_created_us),
+            t(p.seen_us),
+            t(p.running_us),
+            t(p.finished_us),
+            t(p.deleting_us),
+            t(p.gone_us)
+        );
+    }
+    let path = env.log_dir().join(format!("b1-{rate}.csv"));
+    std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// XADDs `count` one-pod events at `rate` per second, each at its own scheduled time
+/// (late ones go at once, without bunching the rest); returns their entry ids.
+async fn send_paced(
+    con: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    rate: u32,
+    count: u32,
+) -> Result<Vec<String>> {
+    let period = Duration::from_secs(1) / rate;
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        tokio::time::sleep_until(start + period * i).await;
+        ids.push(events::scale_up(con, stream, &format!("b1-{rate}-{i}"), 1).await?);
+    }
+    Ok(ids)
+}

@@ -1,0 +1,70 @@
+//! B6 completion latency, from B1's pods: the time from the harness' watch seeing a pod
+//! Succeeded (the status kubesim wrote) to the same watch seeing it being deleted. The
+//! API server deletes a finished pod at once, so "being deleted" is the DELETED event
+//! (or a deletionTimestamp, whichever comes first). In between, ottoscaler saw the
+//! status on its own watch, decided the outcome, published the result to Redis and
+//! sent the delete.
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+
+use crate::recorder::PodTimes;
+use crate::report::{Row, Target};
+use crate::stats::summarize;
+
+/// Succeeded -> deleting, in ms, of every pod that went through both.
+pub fn samples(pods: &[PodTimes]) -> Vec<f64> {
+    pods.iter()
+        .filter_map(|t| Some((t.deleting_us? - t.finished_us?) as f64 / 1000.0))
+        .collect()
+}
+
+/// The B6 row over every group of pods (one group per B1 rate), with each group's
+/// percentiles in the detail.
+pub fn row(groups: &[(String, Vec<PodTimes>)]) -> Result<Row> {
+    let mut all = Vec::new();
+    let mut per_group = Map::new();
+    for (label, pods) in groups {
+        let s = samples(pods);
+        if let Some(summary) = summarize(&s) {
+            per_group.insert(label.clone(), summary.json());
+        }
+        all.extend(s);
+    }
+    let summary = summarize(&all).context("no pod was seen both finished and deleted")?;
+    Ok(Row::new("B6", "completion latency p99", summary.p99, "ms")
+        .target(Target::at_most(50.0))
+        .method(
+            "B1's pods (all rates together): the harness' pod watch seeing phase Succeeded \
+             (written by kubesim) -> the same watch seeing the pod deleted (deletionTimestamp \
+             or DELETED; a finished pod is deleted at once). Includes ottoscaler's watch \
+             delivery, the outcome decision, the result's Lua XADD on Redis and the delete \
+             request.",
+        )
+        .detail("all_ms", summary.json())
+        .detail("by_rate_ms", Value::Object(per_group)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_runs_from_finished_to_deleting() {
+        let pods = vec![
+            PodTimes {
+                finished_us: Some(1_000),
+                deleting_us: Some(13_000),
+                ..PodTimes::default()
+            },
+            // Never finished (e.g. cancelled): not a sample.
+            PodTimes {
+                deleting_us: Some(5_000),
+                ..PodTimes::default()
+            },
+        ];
+        assert_eq!(samples(&pods), vec![12.0]);
+        let row = row(&[("10 events/s".into(), pods)]).expect("row");
+        assert_eq!(row.value, Some(12.0));
+    }
+}

@@ -1,0 +1,75 @@
+//! One file per benchmark: each `run` returns its [`Section`](crate::report::Section)
+//! and never fails the whole run (a failed scenario's rows carry the error).
+//!
+//! - [`b1_latency`]: B1 event latency at each rate, and from the same pods B6
+//!   ([`b6_completion`]) completion latency.
+//! - [`b2_throughput`]: B2 pods cycled per second against the [`crate::ceiling`].
+//! - [`b3_api_cost`]: B3 API requests per worker lifecycle.
+//! - [`b4_memory`]: B4 peak RSS per worker count, with B5 ([`b5_restart`]) in the
+//!   middle: a fresh instance adopts the live pods.
+
+pub mod b1_latency;
+pub mod b2_throughput;
+pub mod b3_api_cost;
+pub mod b4_memory;
+pub mod b5_restart;
+pub mod b6_completion;
+
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+
+use crate::bench_env::BenchEnv;
+use crate::procfs;
+use crate::report::json::round;
+
+/// CPU seconds each process of the setup used during a scenario: tells whether
+/// ottoscaler or the control plane was busy.
+pub struct CpuMeter {
+    start: Instant,
+    procs: Vec<(&'static str, u32, Option<f64>)>,
+}
+
+impl CpuMeter {
+    pub fn start(env: &BenchEnv, ottoscaler: Option<u32>) -> CpuMeter {
+        let (etcd, apiserver) = env.env.control_plane().pids();
+        let mut pids = vec![
+            ("kube-apiserver", apiserver),
+            ("etcd", etcd),
+            ("harness (kubesim, watches, ceiling)", std::process::id()),
+        ];
+        if let Some(pid) = env.redis.pid() {
+            pids.push(("redis-server", pid));
+        }
+        if let Some(pid) = ottoscaler {
+            pids.push(("ottoscaler", pid));
+        }
+        CpuMeter {
+            start: Instant::now(),
+            procs: pids
+                .into_iter()
+                .map(|(name, pid)| (name, pid, procfs::cpu_seconds(pid)))
+                .collect(),
+        }
+    }
+
+    /// `{"wall": s, "<process>": cpu s, ...}` since [`CpuMeter::start`].
+    pub fn json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert(
+            "wall".into(),
+            round(self.start.elapsed().as_secs_f64(), 2).into(),
+        );
+        for (name, pid, before) in &self.procs {
+            if let (Some(before), Some(now)) = (before, procfs::cpu_seconds(*pid)) {
+                map.insert((*name).into(), round(now - before, 2).into());
+            }
+        }
+        Value::Object(map)
+    }
+}
+
+/// MiB, for memory figures.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
+}
