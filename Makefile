@@ -5,7 +5,7 @@ NAMESPACE ?= ottoscaler
 EVENT_TASK ?= task-123
 EVENT_PODS ?= 3
 
-.PHONY: help deps controlplane build run test chaos test-event fmt lint deploy logs demo up clean
+.PHONY: help deps controlplane build run test chaos bench test-event fmt lint deploy logs demo up clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,6 +24,10 @@ run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
 
 test: deps controlplane ## run every test (unit, actor, Redis, end-to-end) against real components
 	$(CARGO) test --workspace --all-targets --locked
+
+bench: deps controlplane ## benchmarks B1-B6 against the release binary (<= 10 min); writes target/bench/results.json and docs/benchmarks.md
+	$(CARGO) build --release --bin ottoscaler -p ottoscaler
+	$(CARGO) run --release -p bench -- --ottoscaler target/release/ottoscaler
 
 chaos: deps controlplane ## the reliability suite at full size + the event-parser fuzz target (~15 min); writes docs/reliability.md
 	scripts/chaos.sh
