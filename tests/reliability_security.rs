@@ -251,17 +251,17 @@ async fn hostile_metadata_never_changes_the_pods_image_command_account_or_securi
         if env != want {
             problems.push(format!("worker {i}: env {env:#?}\nexpected {want:#?}"));
         }
-        // Labels: those of the reference pod (the contract's, and the zone kubesim
-        // adds at binding); the metadata only as one JSON annotation.
-        let keys = |p: &Pod| -> BTreeSet<String> {
-            p.metadata
-                .labels
-                .clone()
-                .unwrap_or_default()
-                .into_keys()
-                .collect()
-        };
-        let labels = keys(&pod);
+        // Labels: only the contract's (the API server adds the node's
+        // `topology.kubernetes.io/*` at binding); the metadata only as one JSON
+        // annotation.
+        let labels: BTreeSet<String> = pod
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_keys()
+            .filter(|k| !k.starts_with("topology.kubernetes.io/"))
+            .collect();
         let contract_labels: BTreeSet<String> = [
             "managed-by",
             "app",
@@ -270,7 +270,7 @@ async fn hostile_metadata_never_changes_the_pods_image_command_account_or_securi
         ]
         .map(String::from)
         .into();
-        if !labels.is_superset(&contract_labels) || labels != keys(&reference_pod) {
+        if labels != contract_labels {
             problems.push(format!("worker {i}: labels {labels:?}"));
         }
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
