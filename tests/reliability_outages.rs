@@ -302,7 +302,6 @@ async fn run_behind_proxy(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug (issue 7): kube's own retry layer sits inside our request-counting layer, so retried 429/503 never reach ottoscaler_kube_requests_total; `make chaos` runs it"]
 async fn api_faults_are_retried_counted_and_cause_no_request_storm() {
     let events = knob("CHAOS_EVENTS", 40) / 2;
     let seed = seed("api_faults");
