@@ -393,7 +393,6 @@ fn redis_cli_auth(port: u16, password: &str, args: &[&str]) -> String {
 /// results publisher alike, so the workers that finished meanwhile are reported and
 /// their pods deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug (issue 7): after Redis refused reconnects for a while, results stay unpublished (1 of 4); `make chaos` runs it"]
 async fn results_are_published_again_after_redis_refused_reconnects_for_a_while() {
     let test = "redis_refused_reconnects";
     let env = testenv::shared();

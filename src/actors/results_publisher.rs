@@ -7,8 +7,13 @@
 //! a restarted worker or a second instance adopting the same pod finds the marker and
 //! writes nothing. Transient failures are retried with backoff within
 //! [`PUBLISH_DEADLINE`]; after that the worker gets a [`PublishError`] and retries later.
+//!
+//! A failed attempt replaces the connection: redis-rs' `ConnectionManager` reconnects by
+//! itself only after I/O errors, and one whose reconnect was refused (authentication
+//! failing during a password rotation, `-LOADING` after a restart) keeps answering with
+//! that refusal. A fresh lazy manager connects again on the next attempt.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -75,9 +80,9 @@ pub struct ResultsPublisher {
     config: Arc<PublisherConfig>,
     metrics: Arc<Metrics>,
     script: Arc<Script>,
-    /// Created in `started` (it needs the runtime); reconnects by itself, and is cheap
-    /// to clone into each publication's future.
-    connection: Option<ConnectionManager>,
+    /// Created in `started` (a manager needs the runtime); shared by every
+    /// publication's future.
+    connection: Option<Arc<SharedConnection>>,
 }
 
 impl ResultsPublisher {
@@ -89,11 +94,28 @@ impl ResultsPublisher {
             connection: None,
         }
     }
+}
+
+/// The publications' connection, replaced after a failed attempt. Each manager has a
+/// generation, so that many publications failing on the same manager replace it once.
+struct SharedConnection {
+    client: Client,
+    current: Mutex<(u64, ConnectionManager)>,
+}
+
+impl SharedConnection {
+    fn open(url: &str) -> Result<SharedConnection, redis::RedisError> {
+        let client = Client::open(url)?;
+        let manager = Self::manager(&client)?;
+        Ok(SharedConnection {
+            client,
+            current: Mutex::new((0, manager)),
+        })
+    }
 
     /// A lazily connecting manager: its own reconnect retries are few and short,
     /// because [`publish`] retries with [`Backoff::REDIS`] within the deadline.
-    fn connect(&self) -> Result<ConnectionManager, redis::RedisError> {
-        let client = Client::open(self.config.url.as_str())?;
+    fn manager(client: &Client) -> Result<ConnectionManager, redis::RedisError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(ATTEMPT_TIMEOUT))
             .set_response_timeout(Some(ATTEMPT_TIMEOUT))
@@ -101,12 +123,33 @@ impl ResultsPublisher {
             .set_max_delay(Duration::from_secs(1));
         client.get_connection_manager_lazy(config)
     }
+
+    /// The current manager and its generation.
+    fn get(&self) -> (u64, ConnectionManager) {
+        // A std mutex: nothing awaits while it is held.
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        (current.0, current.1.clone())
+    }
+
+    /// Replaces the manager of `generation` with a fresh one, unless another failed
+    /// publication already did.
+    fn replace(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.0 != generation {
+            return;
+        }
+        match Self::manager(&self.client) {
+            Ok(manager) => *current = (generation + 1, manager),
+            // Creating a lazy manager does no I/O; keep the old one if it ever fails.
+            Err(e) => warn!(error = %e, "cannot create a new Redis connection for results"),
+        }
+    }
 }
 
 /// Publishes `result` once, retrying transient failures until [`PUBLISH_DEADLINE`].
 /// `Ok(true)` when this call wrote the entry, `Ok(false)` when it already existed.
 async fn publish(
-    connection: ConnectionManager,
+    connection: &SharedConnection,
     script: &Script,
     config: &PublisherConfig,
     result: &WorkerFinished,
@@ -115,9 +158,10 @@ async fn publish(
     let mut attempt = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
+        let (generation, manager) = connection.get();
         let outcome = tokio::time::timeout(
             left.min(ATTEMPT_TIMEOUT),
-            invoke(connection.clone(), script, config, result),
+            invoke(manager, script, config, result),
         )
         .await;
         let error = match outcome {
@@ -125,6 +169,7 @@ async fn publish(
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
+        connection.replace(generation);
         let delay = Backoff::REDIS.delay(attempt);
         if Instant::now() + delay >= deadline {
             return Err(PublishError(format!(
@@ -167,8 +212,8 @@ impl Actor for ResultsPublisher {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Every finished worker reports here; none may be turned away by a full mailbox.
         ctx.set_mailbox_capacity(usize::MAX);
-        match self.connect() {
-            Ok(connection) => self.connection = Some(connection),
+        match SharedConnection::open(&self.config.url) {
+            Ok(connection) => self.connection = Some(Arc::new(connection)),
             // Only an unparseable URL gets here, and settings validation rejects those.
             Err(e) => warn!(error = %e, "results publisher cannot use the Redis URL"),
         }
@@ -191,7 +236,7 @@ impl Handler<WorkerFinished> for ResultsPublisher {
         let config = self.config.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let written = publish(connection, &script, &config, &msg).await.inspect_err(|e| {
+            let written = publish(&connection, &script, &config, &msg).await.inspect_err(|e| {
                 metrics.redis_error();
                 warn!(pod = %msg.pod, error = %e, "result not published; the worker retries later");
             })?;
