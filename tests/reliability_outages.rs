@@ -334,6 +334,13 @@ async fn api_faults_are_retried_counted_and_cause_no_request_storm() {
         ],
     );
     assert_eq!(clean.stats.injected(), 0);
+    // Every request that reached the API server was answered to ottoscaler and counted;
+    // a worker that stopped with its DELETE in flight would drop it uncounted.
+    assert_eq!(
+        clean.counted_requests(),
+        clean.stats.requests as f64,
+        "requests through the clean proxy vs counted by ottoscaler"
+    );
     let s = faulty.stats;
     assert!(
         s.too_many_requests > 0 && s.internal_error > 0 && s.unavailable > 0,

@@ -83,6 +83,9 @@ pub struct WorkerPodActor {
     published: bool,
     publishing: bool,
     delete_requested: bool,
+    /// A DELETE is waiting for its answer: the worker must not stop (and drop the
+    /// request's connection) even if the watch already saw the pod go.
+    delete_in_flight: bool,
     /// The API server accepted our delete request.
     delete_accepted: bool,
     pod_gone: bool,
@@ -120,6 +123,7 @@ impl WorkerPodActor {
             published: false,
             publishing: false,
             delete_requested: false,
+            delete_in_flight: false,
             delete_accepted: false,
             pod_gone: false,
             settled: false,
@@ -364,17 +368,27 @@ impl WorkerPodActor {
             return;
         }
         self.delete_requested = true;
+        self.delete_in_flight = true;
         let pods = self.env.pods.clone();
         let worker = self.identity.clone();
         let name = self.pod_name.clone();
         let params = DeleteParams::default();
         let fut =
             async move { call_with_retry(&worker, "delete", || pods.delete(&name, &params)).await };
-        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| match res {
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            act.delete_in_flight = false;
+            act.deletion_answered(res, ctx);
+        }));
+    }
+
+    /// The DELETE request settled: wait for the pod to go (with a watchdog), or judge
+    /// the failure.
+    fn deletion_answered<T>(&mut self, res: Result<T, CallError>, ctx: &mut Context<Self>) {
+        match res {
             Ok(_) => {
-                debug!(pod = %act.pod_name, task_id = %act.identity.task_id, "pod deletion accepted");
-                act.delete_accepted = true;
-                act.answer_cancels(Ok(()));
+                debug!(pod = %self.pod_name, task_id = %self.identity.task_id, "pod deletion accepted");
+                self.delete_accepted = true;
+                self.answer_cancels(Ok(()));
                 ctx.run_later(DELETE_WATCHDOG, |act, ctx| {
                     if !act.pod_gone {
                         warn!(pod = %act.pod_name, task_id = %act.identity.task_id, "pod still not gone after deletion, looking it up");
@@ -384,14 +398,18 @@ impl WorkerPodActor {
                         act.maybe_delete(ctx);
                     }
                 });
+                // The watch may have seen the pod go before this answer came.
+                self.maybe_done(ctx);
             }
-            Err(CallError::Api(e)) if retry::status_code(&e) == Some(404) => act.observe(None, ctx),
+            Err(CallError::Api(e)) if retry::status_code(&e) == Some(404) => {
+                self.observe(None, ctx)
+            }
             Err(e) => {
                 let reason = format!("deleting the pod failed: {e}");
-                act.answer_cancels(Err(reason.clone()));
-                act.fail(reason, ctx);
+                self.answer_cancels(Err(reason.clone()));
+                self.fail(reason, ctx);
             }
-        }));
+        }
     }
 
     fn answer_cancels(&mut self, answer: Result<(), String>) {
@@ -402,7 +420,7 @@ impl WorkerPodActor {
 
     /// Reported and gone: tell the Supervisor, then stop.
     fn maybe_done(&mut self, ctx: &mut Context<Self>) {
-        if self.done || !self.published || !self.pod_gone {
+        if self.done || !self.published || !self.pod_gone || self.delete_in_flight {
             return;
         }
         self.done = true;
