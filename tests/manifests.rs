@@ -367,41 +367,6 @@ async fn service_account_token(client: Client, namespace: &str) -> String {
         .expect("a token in the TokenRequest status")
 }
 
-/// Writes a kubeconfig for the test API server that authenticates with `token`.
-fn write_token_kubeconfig(path: &Path, token: &str, namespace: &str) {
-    let env = testenv::shared();
-    let admin = Kubeconfig::read_from(env.kubeconfig_path()).expect("admin kubeconfig");
-    let ca = admin
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.as_ref())
-        .and_then(|c| c.certificate_authority.clone())
-        .expect("the admin kubeconfig names its CA file");
-    let yaml = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: testenv
-  cluster:
-    server: {server:?}
-    certificate-authority: {ca:?}
-users:
-- name: ottoscaler
-  user:
-    token: {token:?}
-contexts:
-- name: ottoscaler
-  context:
-    cluster: testenv
-    user: ottoscaler
-    namespace: {namespace:?}
-current-context: ottoscaler
-",
-        server = env.server_url(),
-    );
-    std::fs::write(path, yaml).expect("write the ServiceAccount's kubeconfig");
-}
-
 async fn client_from_kubeconfig(path: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -539,7 +504,9 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
 
     let token = service_account_token(admin.clone(), &ns).await;
     let kubeconfig = dir.join("kubeconfig");
-    write_token_kubeconfig(&kubeconfig, &token, &ns);
+    testenv::shared()
+        .write_kubeconfig(&kubeconfig, &token, &ns)
+        .expect("write the ServiceAccount's kubeconfig");
 
     // The binary under that identity completes a scale_up of 2.
     let redis = RedisServer::start();

@@ -14,6 +14,9 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// The CA certificate's file name in the certificates' directory.
+pub const CA_CERT_FILE: &str = "ca.crt";
+
 /// Files written by [`generate`].
 #[derive(Debug, Clone)]
 pub struct CertFiles {
@@ -82,7 +85,7 @@ pub fn generate(dir: &Path) -> Result<CertFiles> {
 
     let files = CertFiles {
         ca_pem: ca_cert.pem(),
-        ca_cert: dir.join("ca.crt"),
+        ca_cert: dir.join(CA_CERT_FILE),
         serving_cert: dir.join("apiserver.crt"),
         serving_key: dir.join("apiserver.key"),
         service_account_key: dir.join("sa.key"),

@@ -60,6 +60,9 @@ pub struct ControlPlane {
     dir: WorkDir,
 }
 
+/// The certificates' directory inside the control plane's directory.
+const CERTS_DIR: &str = "certs";
+
 /// Attempts before giving up; a retry uses new ports (a port picked as free may be
 /// taken by someone else before the server binds it).
 const ATTEMPTS: usize = 3;
@@ -93,7 +96,7 @@ impl ControlPlane {
 
     async fn try_start(bin: &Path, dir: &Path, timeout: Duration) -> Result<Parts, StartError> {
         let started = Instant::now();
-        let certs_dir = dir.join("certs");
+        let certs_dir = dir.join(CERTS_DIR);
         let logs = dir.join("logs");
         let etcd_data = dir.join("etcd-data");
         let setup = || -> Result<_> {
@@ -172,7 +175,7 @@ impl ControlPlane {
         // whoever waits for the file (a script around `testenv up`) can use it at once.
         let kubeconfig_path = dir.join("kubeconfig");
         let partial = dir.join(".kubeconfig.partial");
-        kubeconfig::write(&partial, &server_url, &certs.ca_cert, &token)
+        kubeconfig::write(&partial, &server_url, &certs.ca_cert, &token, "default")
             .map_err(StartError::Fatal)?;
         let config = kubeconfig::load(&partial)
             .await
@@ -222,6 +225,13 @@ impl ControlPlane {
     /// The kubeconfig file (CA-verified TLS, admin token).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// Writes a kubeconfig for this API server (CA-verified TLS) that authenticates with
+    /// `token` (a ServiceAccount's, say) and defaults to `namespace`.
+    pub fn write_kubeconfig(&self, path: &Path, token: &str, namespace: &str) -> Result<()> {
+        let ca_cert = self.dir.path().join(CERTS_DIR).join(certs::CA_CERT_FILE);
+        kubeconfig::write(path, &self.server_url, &ca_cert, token, namespace)
     }
 
     /// Directory with etcd, kube-apiserver and kubectl.

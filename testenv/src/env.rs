@@ -138,6 +138,17 @@ impl TestEnv {
         self.control_plane.kubeconfig_path()
     }
 
+    /// Writes a kubeconfig for this API server that authenticates with `token` (a
+    /// ServiceAccount's, say) and defaults to `namespace`.
+    pub fn write_kubeconfig(
+        &self,
+        path: &Path,
+        token: &str,
+        namespace: &str,
+    ) -> anyhow::Result<()> {
+        self.control_plane.write_kubeconfig(path, token, namespace)
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn server_url(&self) -> &str {
         self.control_plane.server_url()

@@ -6,8 +6,14 @@ use anyhow::{Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// Writes a kubeconfig for `server` that trusts the CA file `ca_cert` and
-/// authenticates with the bearer `token` (context `testenv`, namespace `default`).
-pub fn write(path: &Path, server: &str, ca_cert: &Path, token: &str) -> Result<()> {
+/// authenticates with the bearer `token` (context `testenv`, in `namespace`).
+pub fn write(
+    path: &Path,
+    server: &str,
+    ca_cert: &Path,
+    token: &str,
+    namespace: &str,
+) -> Result<()> {
     // Plain formatting keeps serde_yaml out of the crate; every value is ours and
     // quoted, so nothing needs escaping beyond what `{:?}` does.
     let yaml = format!(
@@ -19,15 +25,15 @@ clusters:
     server: {server:?}
     certificate-authority: {ca:?}
 users:
-- name: admin
+- name: testenv
   user:
     token: {token:?}
 contexts:
 - name: testenv
   context:
     cluster: testenv
-    user: admin
-    namespace: default
+    user: testenv
+    namespace: {namespace:?}
 current-context: testenv
 ",
         ca = ca_cert.display().to_string(),
