@@ -12,8 +12,8 @@ use testenv::RedisServer;
 
 mod common;
 
-use common::ottoscaler::{Launch, Ottoscaler, temp_dir};
-use common::redis::{entries, is_entry_id, pending, redis_cli};
+use common::ottoscaler::{Launch, Ottoscaler, connections_to, temp_dir};
+use common::redis::{entries, pending, xadd};
 use common::wait_until;
 
 const STREAM: &str = "otto:scale:events";
@@ -45,38 +45,53 @@ async fn live_pods(pods: &Api<Pod>) -> Vec<Pod> {
         .items
 }
 
+/// Waits until no ottoscaler pod is left in `ns`.
+async fn wait_no_pods(ns: &str, timeout: Duration) {
+    let env = testenv::shared();
+    let pods: Api<Pod> = Api::namespaced(env.client(), ns);
+    let deadline = Instant::now() + timeout;
+    while !live_pods(&pods).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "pods left: {}",
+            testenv::pods_summary(env.client(), ns).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A namespace, a redis-server and the binary running against both.
+async fn start(label: &str) -> (String, RedisServer, Ottoscaler) {
+    let ns = testenv::shared().namespace(label).await;
+    let redis = RedisServer::start();
+    let dir = temp_dir(&format!("e2e-{label}"));
+    let ottoscaler = Ottoscaler::start(
+        Launch::new(redis.port(), &ns, &dir)
+            .config(CONFIG)
+            .consumer(&format!("ottoscaler-e2e-{label}")),
+    );
+    (ns, redis, ottoscaler)
+}
+
 #[tokio::test]
 async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
     let env = testenv::shared();
-    let ns = env.namespace("e2e").await;
+    let (ns, mut redis, mut ottoscaler) = start("e2e").await;
     let pods: Api<Pod> = Api::namespaced(env.client(), &ns);
-    let mut redis = RedisServer::start();
     let port = redis.port();
-    let dir = temp_dir("e2e");
-    let mut ottoscaler = Ottoscaler::start(
-        Launch::new(port, &ns, &dir)
-            .config(CONFIG)
-            .consumer("ottoscaler-e2e-0"),
-    );
     ottoscaler.wait_http("/healthz", 200, Duration::from_secs(30));
     ottoscaler.wait_http("/readyz", 200, Duration::from_secs(30));
 
     // The seed's event, with the real redis-cli.
-    let id = redis_cli(
+    let id = xadd(
         port,
+        STREAM,
         &[
-            "XADD",
-            STREAM,
-            "*",
-            "type",
-            "scale_up",
-            "pod_count",
-            "3",
-            "task_id",
-            "task-123",
+            ("type", "scale_up"),
+            ("pod_count", "3"),
+            ("task_id", "task-123"),
         ],
     );
-    assert!(is_entry_id(&id), "XADD answered {id:?}");
     wait_until("3 results", Duration::from_secs(60), || {
         results(port).len() >= 3
     })
@@ -95,15 +110,7 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
     indexes.sort();
     assert_eq!(indexes, ["0", "1", "2"]);
     assert_eq!(pending_count(port), 0, "no pending entries left");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !live_pods(&pods).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "pods left: {}",
-            testenv::pods_summary(env.client(), &ns).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_no_pods(&ns, Duration::from_secs(30)).await;
 
     // Metrics agree with what happened.
     let accepted =
@@ -127,23 +134,16 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
     ottoscaler.wait_http("/readyz", 200, Duration::from_secs(30));
 
     // Long-running workers, then SIGTERM: exit 0 in time, pods left for the next instance.
-    let long = redis_cli(
+    xadd(
         port,
+        STREAM,
         &[
-            "XADD",
-            STREAM,
-            "*",
-            "type",
-            "scale_up",
-            "pod_count",
-            "2",
-            "task_id",
-            "task-long",
-            "template",
-            "long",
+            ("type", "scale_up"),
+            ("pod_count", "2"),
+            ("task_id", "task-long"),
+            ("template", "long"),
         ],
     );
-    assert!(is_entry_id(&long), "{long:?}");
     wait_until("long pods acknowledged", Duration::from_secs(30), || {
         pending_count(port) == 0
     })
@@ -172,4 +172,52 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
     assert!(left.iter().all(|p| p.metadata.deletion_timestamp.is_none()));
     let log = ottoscaler.log();
     assert!(log.contains("task_id"), "worker log lines carry task_id");
+}
+
+/// Every request and the watch share one HTTP/2 connection to the API server, as
+/// client-go does: a burst of creates does not open a connection per request in flight
+/// (over HTTP/1.1 it did, and each one kept its TLS state and buffers).
+#[tokio::test]
+async fn a_burst_of_creates_shares_one_connection_to_the_api_server() {
+    let env = testenv::shared();
+    let (ns, redis, mut ottoscaler) = start("h2").await;
+    let port = redis.port();
+    ottoscaler.wait_http("/readyz", 200, Duration::from_secs(30));
+    let apiserver_port: u16 = env
+        .server_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the server URL ends with its port");
+
+    let pod_count = 50; // the most one event may ask for
+    let count = pod_count.to_string();
+    xadd(
+        port,
+        STREAM,
+        &[
+            ("type", "scale_up"),
+            ("pod_count", &count),
+            ("task_id", "task-burst"),
+            ("template", "long"),
+        ],
+    );
+    let created = "ottoscaler_kube_requests_total{verb=\"create\",code=\"201\"}";
+    wait_until("all creates answered", Duration::from_secs(60), || {
+        ottoscaler.metric(created) == Some(f64::from(pod_count))
+    })
+    .await;
+    // An HTTP/1.1 pool would still hold an idle connection per create that was in flight.
+    let connections = connections_to(ottoscaler.pid(), apiserver_port);
+    assert!(
+        (1..=2).contains(&connections),
+        "{connections} connections to the API server after {pod_count} concurrent creates"
+    );
+
+    xadd(
+        port,
+        STREAM,
+        &[("type", "scale_down"), ("task_id", "task-burst")],
+    );
+    wait_no_pods(&ns, Duration::from_secs(60)).await;
 }

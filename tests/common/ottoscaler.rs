@@ -339,3 +339,31 @@ pub fn temp_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
+
+/// The established TCP connections of process `pid` to `127.0.0.1:port`: its socket
+/// inodes (from /proc/PID/fd) matched against the IPv4 table of its network namespace.
+pub fn connections_to(pid: u32, port: u16) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("read the process's fds");
+    let inodes: std::collections::HashSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).expect("read net/tcp");
+    // `sl local_address rem_address st ... inode`; 0100007F:PORT is 127.0.0.1, 01 is
+    // ESTABLISHED.
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[2] == remote && f[3] == "01" && inodes.contains(f[9]))
+        .count()
+}

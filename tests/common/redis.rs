@@ -14,6 +14,17 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `XADD stream * field value ...` with redis-cli; the new entry's id.
+pub fn xadd(port: u16, stream: &str, fields: &[(&str, &str)]) -> String {
+    let mut args = vec!["XADD", stream, "*"];
+    for (field, value) in fields {
+        args.extend([*field, *value]);
+    }
+    let id = redis_cli(port, &args);
+    assert!(is_entry_id(&id), "XADD answered {id:?}");
+    id
+}
+
 /// Is `line` a stream entry id (`<ms>-<seq>`)?
 pub fn is_entry_id(line: &str) -> bool {
     line.split_once('-').is_some_and(|(ms, seq)| {
