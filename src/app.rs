@@ -36,7 +36,8 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         redis,
         kubernetes,
         limits,
-        worker,
+        // Read by WorkerEnv::new, as are kubernetes.max_concurrent_creates and templates.
+        worker: _,
         http: http_settings,
         templates: _,
     } = &settings;
@@ -97,12 +98,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         )
     });
     let supervisor = supervisor_ctx.run(Supervisor::new(SupervisorConfig {
-        worker_env: Arc::new(WorkerEnv {
-            pods: pods.clone(),
-            pending_timeout: worker.pending_timeout,
-            image_pull_grace: worker.image_pull_grace,
-            metrics: metrics.clone(),
-        }),
+        worker_env: Arc::new(WorkerEnv::new(pods.clone(), &settings, metrics.clone())),
         templates,
         max_workers: limits.max_workers as usize,
         results: publisher.recipient(),

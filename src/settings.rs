@@ -84,6 +84,9 @@ pub struct KubernetesSettings {
     pub qps: u32,
     /// Requests allowed above `qps` in a burst. Default 100.
     pub burst: u32,
+    /// Pod creates in flight at once; the other new workers wait for a slot without
+    /// holding a request. Bounds memory and API server load in a burst. Default 64.
+    pub max_concurrent_creates: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +215,7 @@ impl Default for KubernetesSettings {
             namespace: String::new(),
             qps: 50,
             burst: 100,
+            max_concurrent_creates: 64,
         }
     }
 }

@@ -116,12 +116,7 @@ fn start_instance(settings: &Settings, crash: Option<Arc<AtomicBool>>) {
     )
     .start();
     let supervisor = supervisor_ctx.run(Supervisor::new(SupervisorConfig {
-        worker_env: Arc::new(WorkerEnv {
-            pods: pods.clone(),
-            pending_timeout: settings.worker.pending_timeout,
-            image_pull_grace: settings.worker.image_pull_grace,
-            metrics: metrics.clone(),
-        }),
+        worker_env: Arc::new(WorkerEnv::new(pods.clone(), settings, metrics.clone())),
         templates: resolve_templates(settings).expect("templates"),
         max_workers: settings.limits.max_workers as usize,
         results: publisher.recipient(),

@@ -71,7 +71,7 @@ struct WorkerEntry {
     settled: bool,
     /// The pod to create, kept until the create request settles so that a restarted
     /// worker can send it again.
-    unsent: Option<(Box<Pod>, Instant)>,
+    unsent: Option<(Arc<Pod>, Instant)>,
     /// The watch's latest view of the pod.
     last: Option<PodObservation>,
     /// The result, once the worker reported it (kept for restarts).
@@ -191,7 +191,7 @@ impl Supervisor {
                 None => {
                     let pod = build_pod(&template, &identity, &event.metadata, now);
                     let start = Start::Create {
-                        pod: Box::new(pod),
+                        pod: Arc::new(pod),
                         read_at: event.read_at,
                     };
                     self.spawn_worker(identity, start, 0, 0, ctx);

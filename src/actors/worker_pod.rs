@@ -13,7 +13,7 @@ use actix::prelude::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::actors::supervisor::Supervisor;
@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::outcome::{self, Decision, Timing};
 use crate::pods::WorkerIdentity;
 use crate::retry::{self, Backoff, ErrorClass};
+use crate::settings::Settings;
 
 /// Attempts of one Kubernetes call before the worker gives up and lets supervision
 /// restart it (about 30 s of backoff in all).
@@ -40,12 +41,29 @@ pub struct WorkerEnv {
     pub pending_timeout: Duration,
     pub image_pull_grace: Duration,
     pub metrics: Arc<Metrics>,
+    /// `kubernetes.max_concurrent_creates` permits, one per create request in flight.
+    pub create_slots: Arc<Semaphore>,
+}
+
+impl WorkerEnv {
+    pub fn new(pods: Api<Pod>, settings: &Settings, metrics: Arc<Metrics>) -> WorkerEnv {
+        WorkerEnv {
+            pods,
+            pending_timeout: settings.worker.pending_timeout,
+            image_pull_grace: settings.worker.image_pull_grace,
+            metrics,
+            create_slots: Arc::new(Semaphore::new(
+                settings.kubernetes.max_concurrent_creates as usize,
+            )),
+        }
+    }
 }
 
 /// How a worker begins.
 pub enum Start {
     /// Create this pod (a new worker of a scale_up). `read_at` is when the event was read.
-    Create { pod: Box<Pod>, read_at: Instant },
+    /// The Supervisor keeps the same pod until the create settles, for a restart.
+    Create { pod: Arc<Pod>, read_at: Instant },
     /// Take over an existing pod: adopted at start, or after a restart.
     Resume(Box<Resume>),
 }
@@ -135,12 +153,21 @@ impl WorkerPodActor {
     }
 
     /// Sends the create request; 409 AlreadyExists adopts the pod that is there.
-    fn create(&mut self, pod: Pod, read_at: Instant, ctx: &mut Context<Self>) {
+    fn create(&mut self, pod: Arc<Pod>, read_at: Instant, ctx: &mut Context<Self>) {
         let pods = self.env.pods.clone();
         let worker = self.identity.clone();
         let params = PostParams::default();
-        let fut =
-            async move { call_with_retry(&worker, "create", || pods.create(&params, &pod)).await };
+        let slots = self.env.create_slots.clone();
+        let fut = async move {
+            // The wait for a slot is outside the calls' timeouts. The semaphore is never
+            // closed; should it be, creating without a slot is still correct.
+            let _slot = slots.acquire_owned().await.ok();
+            // Boxed: a worker waiting for its slot holds a small future, not the call's.
+            Box::pin(call_with_retry(&worker, "create", || {
+                pods.create(&params, &pod)
+            }))
+            .await
+        };
         // ctx.spawn, not wait: watch updates and cancels keep flowing during the call.
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
             let result = match res {
@@ -443,7 +470,7 @@ impl Actor for WorkerPodActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         match self.start.take() {
-            Some(Start::Create { pod, read_at }) => self.create(*pod, read_at, ctx),
+            Some(Start::Create { pod, read_at }) => self.create(pod, read_at, ctx),
             Some(Start::Resume(resume)) => {
                 let Resume {
                     observation,

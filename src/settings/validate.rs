@@ -88,6 +88,11 @@ impl Settings {
         }
         at_least("kubernetes.qps", kubernetes.qps.into(), 1)?;
         at_least("kubernetes.burst", kubernetes.burst.into(), 1)?;
+        at_least(
+            "kubernetes.max_concurrent_creates",
+            kubernetes.max_concurrent_creates.into(),
+            1,
+        )?;
 
         at_least("limits.max_workers", limits.max_workers.into(), 1)?;
         at_least(
@@ -246,6 +251,10 @@ mod tests {
             ),
             ("kubernetes.qps", Box::new(|s| s.kubernetes.qps = 0)),
             ("kubernetes.burst", Box::new(|s| s.kubernetes.burst = 0)),
+            (
+                "kubernetes.max_concurrent_creates",
+                Box::new(|s| s.kubernetes.max_concurrent_creates = 0),
+            ),
             (
                 "kubernetes.namespace",
                 Box::new(|s| s.kubernetes.namespace = "Bad_NS".into()),

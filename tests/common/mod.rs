@@ -140,12 +140,7 @@ impl Harness {
             resolve_templates(settings).expect("test templates resolve");
         let collector = Collector(results.clone()).start();
         let supervisor = Supervisor::new(SupervisorConfig {
-            worker_env: Arc::new(WorkerEnv {
-                pods: pods.clone(),
-                pending_timeout: settings.worker.pending_timeout,
-                image_pull_grace: settings.worker.image_pull_grace,
-                metrics: metrics.clone(),
-            }),
+            worker_env: Arc::new(WorkerEnv::new(pods.clone(), settings, metrics.clone())),
             templates,
             max_workers: settings.limits.max_workers as usize,
             results: collector.recipient(),
