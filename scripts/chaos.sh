@@ -96,8 +96,7 @@ write_report() {
         echo "# Reliability figures"
         echo
         echo "Written by \`make chaos\` (\`scripts/chaos.sh\`); do not edit by hand. CI-sized"
-        echo "versions of the same tests run in \`make test\` on every change (tests that show an"
-        echo "open bug are \`#[ignore]\`d there with the reason, and run here)."
+        echo "versions of the same tests run in \`make test\` on every change."
         echo
         echo "- Command: \`$command\`"
         echo "- When: $when, commit \`$commit\`"
