@@ -26,14 +26,31 @@ pub struct RequestCounts(BTreeMap<Class, f64>);
 
 /// Reads the API server's `/metrics`.
 pub async fn scrape(client: &kube::Client) -> Result<RequestCounts> {
+    Ok(RequestCounts::parse(&metrics_text(client).await?))
+}
+
+/// Pod watches the API server closed because their client did not keep up with the
+/// events (`apiserver_terminated_watchers_total`, any client): a saturated control
+/// plane, or a slow watcher, delays every watch.
+pub async fn terminated_pod_watchers(client: &kube::Client) -> Result<f64> {
+    let text = metrics_text(client).await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(r#"apiserver_terminated_watchers_total{group="",resource="pods"} "#)
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum())
+}
+
+async fn metrics_text(client: &kube::Client) -> Result<String> {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .context("building the /metrics request")?;
-    let text = tokio::time::timeout(Duration::from_secs(10), client.request_text(request))
+    tokio::time::timeout(Duration::from_secs(10), client.request_text(request))
         .await
         .context("the API server's /metrics timed out")?
-        .context("cannot read the API server's /metrics")?;
-    Ok(RequestCounts::parse(&text))
+        .context("cannot read the API server's /metrics")
 }
 
 impl RequestCounts {

@@ -21,7 +21,7 @@ use crate::recorder::{PodTimes, Recorder};
 use crate::report::json::round;
 use crate::report::{Row, Section, Target};
 use crate::stats::summarize;
-use crate::{ceiling, events};
+use crate::{apiserver, ceiling, events};
 use serde_json::Value;
 
 /// Above any rate measured, so neither the client-side rate limit (each pod costs a
@@ -72,6 +72,7 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
 
         // ottoscaler at this rate.
         let cpu = CpuMeter::start(env, Some(otto.pid()));
+        let terminated_before = apiserver::terminated_pod_watchers(&env.client()).await?;
         let before = otto.metrics().await?;
         let ids = send_paced(&mut con, &lane.stream, rate, count).await?;
         sent += u64::from(count);
@@ -82,6 +83,10 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
         events::wait_len(&mut con, &lane.results, sent, Duration::from_secs(30)).await?;
         let after = otto.metrics().await?;
         let cpu_otto = cpu.json();
+        let terminated_otto =
+            apiserver::terminated_pod_watchers(&env.client()).await? - terminated_before;
+        let watches = |m: &Metrics| m.sum("ottoscaler_kube_requests_total", &["verb=\"watch\""]);
+        let otto_watches = watches(&after) - watches(&before);
         let pods = recorder.pods();
         let by_event: HashMap<&str, &PodTimes> = pods
             .values()
@@ -110,6 +115,7 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
             .sample()
             .context("no pod to copy for the ceiling")?;
         let cpu = CpuMeter::start(env, None);
+        let terminated_before = apiserver::terminated_pod_watchers(&env.client()).await?;
         let sent_at = tokio::time::timeout(
             timeout,
             ceiling::paced(
@@ -123,6 +129,8 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
         .await
         .context("the ceiling program timed out")??;
         let cpu_ceiling = cpu.json();
+        let terminated_ceiling =
+            apiserver::terminated_pod_watchers(&env.client()).await? - terminated_before;
         let ceiling_pods = ceiling_recorder.pods();
         let ceiling: Vec<f64> = sent_at
             .iter()
@@ -155,7 +163,15 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
                 )
                 .detail("ceiling_create_to_watch_added_ms", c.json())
                 .detail("cpu_seconds", cpu_otto)
-                .detail("cpu_seconds_ceiling", cpu_ceiling),
+                .detail("cpu_seconds_ceiling", cpu_ceiling)
+                .detail(
+                    "apiserver_terminated_pod_watchers",
+                    serde_json::json!({
+                        "ottoscaler_run": terminated_otto,
+                        "ceiling_run": terminated_ceiling,
+                    }),
+                )
+                .detail("ottoscaler_watch_requests", otto_watches),
         );
         section
             .latencies
