@@ -387,6 +387,31 @@ async fn max_workers_defers_an_event_until_slots_free() {
     h.wait_no_pods(Duration::from_secs(30)).await;
 }
 
+/// With a single create slot, the creates go one after another and every slot is given
+/// back: all workers of the event still run, report and are cleaned up.
+#[actix_rt::test]
+async fn one_create_slot_still_runs_every_worker() {
+    let mut settings = test_settings();
+    settings.kubernetes.max_concurrent_creates = 1;
+    sim_template(&mut settings, "default", &[(RUN_SECONDS, "0.2")]);
+    let h = Harness::start("oneslot", &settings).await;
+    let accepted = h
+        .send(scale_up("950-0", "task-slot", 5, "default"))
+        .await
+        .expect("accepted");
+    assert_eq!(accepted.pods.len(), 5);
+    h.supervisor
+        .do_send(::ottoscaler::messages::supervisor::EventAcknowledged {
+            event_id: accepted.event_id,
+        });
+    let results = h.results.wait_for(5, RESULTS_TIMEOUT).await;
+    assert_eq!(
+        outcomes(&results),
+        BTreeMap::from([("succeeded".into(), 5)])
+    );
+    h.wait_no_pods(Duration::from_secs(30)).await;
+}
+
 #[actix_rt::test]
 async fn burst_of_200_pods_all_complete_and_leave_nothing() {
     let h = Harness::start("burst", &test_settings()).await;
