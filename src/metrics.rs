@@ -52,6 +52,7 @@ pub struct Metrics {
     workers_active: Gauge,
     workers_finished: Family<OutcomeLabels, Counter>,
     pod_create: Histogram,
+    pod_watch_delay: Histogram,
     worker_duration: Histogram,
     kube_requests: Family<KubeLabels, Counter>,
     worker_restarts: Counter,
@@ -73,6 +74,7 @@ impl Metrics {
         let workers_active = Gauge::default();
         let workers_finished = Family::<OutcomeLabels, Counter>::default();
         let pod_create = Histogram::new(POD_CREATE_BUCKETS);
+        let pod_watch_delay = Histogram::new(POD_CREATE_BUCKETS);
         let worker_duration = Histogram::new(WORKER_DURATION_BUCKETS);
         let kube_requests = Family::<KubeLabels, Counter>::default();
         let worker_restarts = Counter::default();
@@ -100,6 +102,13 @@ impl Metrics {
             "Time from reading an event to its pod being created",
             Unit::Seconds,
             pod_create.clone(),
+        );
+        registry.register_with_unit(
+            "pod_watch_delay",
+            "Time from building a pod (its created-at annotation) to the first watch event \
+             for it: create slot, create request and watch delivery",
+            Unit::Seconds,
+            pod_watch_delay.clone(),
         );
         registry.register_with_unit(
             "worker_duration",
@@ -145,6 +154,7 @@ impl Metrics {
             workers_active,
             workers_finished,
             pod_create,
+            pod_watch_delay,
             worker_duration,
             kube_requests,
             worker_restarts,
@@ -189,6 +199,11 @@ impl Metrics {
     /// A pod was created `since_read` after its event was read.
     pub fn pod_created(&self, since_read: Duration) {
         self.pod_create.observe(since_read.as_secs_f64());
+    }
+
+    /// The shared watch first showed a pod ottoscaler created, `delay` after it was built.
+    pub fn pod_first_seen(&self, delay: Duration) {
+        self.pod_watch_delay.observe(delay.as_secs_f64());
     }
 
     /// One Kubernetes API request: `verb` as Kubernetes names it, `code` the HTTP status

@@ -120,6 +120,9 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
     assert_eq!(succeeded, Some(3.0));
     let creates = ottoscaler.metric("ottoscaler_kube_requests_total{verb=\"create\",code=\"201\"}");
     assert_eq!(creates, Some(3.0));
+    // Each created pod's first watch event is timed once.
+    let first_seen = ottoscaler.metric("ottoscaler_pod_watch_delay_seconds_count");
+    assert_eq!(first_seen, Some(3.0));
     assert_eq!(ottoscaler.metric("ottoscaler_workers_active"), Some(0.0));
 
     // Readiness follows Redis.

@@ -378,6 +378,15 @@ impl Supervisor {
     /// A pod the watch shows: hand it to its worker, or adopt it.
     fn on_pod(&mut self, obs: PodObservation, ctx: &mut Context<Self>) {
         if let Some(entry) = self.workers.get_mut(&obs.name) {
+            if entry.last.is_none() {
+                // A pod we created, seen for the first time (adopted ones start with a view).
+                if let Some(delay) = obs
+                    .created_at
+                    .and_then(|at| jiff::Timestamp::now().duration_since(at).try_into().ok())
+                {
+                    self.config.metrics.pod_first_seen(delay);
+                }
+            }
             entry.last = Some(obs.clone());
             entry.addr.do_send(PodUpdate {
                 observation: Some(obs),
