@@ -24,7 +24,8 @@ pub const CREATED_AT: &str = "ottoscaler.io/created-at";
 #[derive(Debug, Clone, Default)]
 pub struct PodTimes {
     pub event_id: Option<String>,
-    /// ottoscaler's `created-at` annotation (set just before its create request).
+    /// ottoscaler's `created-at` annotation (set when it builds the pod, before it waits for
+    /// a create slot and sends the request).
     pub annotated_created_us: Option<i64>,
     /// First seen (the ADDED event).
     pub seen_us: Option<i64>,
