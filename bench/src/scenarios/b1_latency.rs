@@ -159,7 +159,11 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
                 .detail("xadd_to_created_at_annotation_ms", a)
                 .detail(
                     "ottoscaler_read_to_created_ms",
-                    read_to_created(&before, &after),
+                    histogram(&before, &after, "ottoscaler_pod_create_seconds"),
+                )
+                .detail(
+                    "ottoscaler_built_to_own_watch_ms",
+                    histogram(&before, &after, "ottoscaler_pod_watch_delay_seconds"),
                 )
                 .detail("ceiling_create_to_watch_added_ms", c.json())
                 .detail("cpu_seconds", cpu_otto)
@@ -192,18 +196,19 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
 
 /// ottoscaler's own view (`ottoscaler_pod_create_seconds`, event read -> pod created)
 /// over the phase: the mean, and how many creates fell at or under each bucket bound.
-fn read_to_created(before: &Metrics, after: &Metrics) -> Value {
-    let delta = |k: &str, labels: &[&str]| after.sum(k, labels) - before.sum(k, labels);
-    let mean_ms = delta("ottoscaler_pod_create_seconds_sum", &[])
-        / delta("ottoscaler_pod_create_seconds_count", &[])
-        * 1000.0;
+/// One of ottoscaler's latency histograms over the run: its mean and its buckets.
+fn histogram(before: &Metrics, after: &Metrics, name: &str) -> Value {
+    let delta = |suffix: &str, labels: &[&str]| {
+        let series = format!("{name}_{suffix}");
+        after.sum(&series, labels) - before.sum(&series, labels)
+    };
+    let mean_ms = delta("sum", &[]) / delta("count", &[]) * 1000.0;
     let mut buckets = serde_json::Map::new();
     for le in [
-        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "+Inf",
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "+Inf",
     ] {
         let label = format!("le=\"{le}\"");
-        let n = delta("ottoscaler_pod_create_seconds_bucket", &[&label]);
-        buckets.insert(le.to_string(), n.into());
+        buckets.insert(le.to_string(), delta("bucket", &[&label]).into());
     }
     serde_json::json!({ "mean_ms": round(mean_ms, 2), "at_or_under_seconds": buckets })
 }
