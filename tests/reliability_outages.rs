@@ -21,6 +21,7 @@ use common::chaos::{
     plan, report, seed, templates_toml, timeline, verdict_figures,
 };
 use common::ottoscaler::{Launch, Ottoscaler, metric_sum, temp_dir};
+use common::redis::redis_cli_auth;
 
 fn end_timeout(events: usize) -> Duration {
     Duration::from_secs(90) + Duration::from_millis(500) * u32::try_from(events).unwrap_or(0)
@@ -380,18 +381,6 @@ async fn api_faults_are_retried_counted_and_cause_no_request_storm() {
         faulty.counted("error"),
         s.resets
     );
-}
-
-/// `redis-cli` authenticated through REDISCLI_AUTH.
-fn redis_cli_auth(port: u16, password: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .env("REDISCLI_AUTH", password)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Redis refuses ottoscaler's reconnects for a few seconds (its connections dropped

@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
@@ -20,6 +19,7 @@ use testenv::RedisServer;
 
 use common::chaos::{PlannedEvent, RESULTS, Run, STREAM, Template, report, verdict_figures};
 use common::ottoscaler::{Launch, Ottoscaler, temp_dir};
+use common::redis::redis_cli_auth;
 
 /// A locked-down template as a platform team would write it: the event must not be
 /// able to change any of this.
@@ -311,18 +311,6 @@ fn percent_encode(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// `redis-cli` authenticated with `password` (through REDISCLI_AUTH, not argv).
-fn redis_cli_auth(port: u16, password: &str, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .env("REDISCLI_AUTH", password)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Where in `text` any of `secrets` appears, as short excerpts.

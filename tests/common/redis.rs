@@ -5,12 +5,21 @@ use std::collections::BTreeMap;
 
 /// Runs `redis-cli -p PORT ARGS...` and returns its trimmed stdout.
 pub fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
+    run(port, None, args)
+}
+
+/// `redis-cli` authenticated with `password` (through REDISCLI_AUTH, not argv).
+pub fn redis_cli_auth(port: u16, password: &str, args: &[&str]) -> String {
+    run(port, Some(password), args)
+}
+
+fn run(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut command = std::process::Command::new("redis-cli");
+    command.arg("-p").arg(port.to_string()).args(args);
+    if let Some(password) = password {
+        command.env("REDISCLI_AUTH", password);
+    }
+    let out = command.output().expect("redis-cli runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
