@@ -68,39 +68,33 @@ fn mem_total() -> Option<u64> {
 
 /// The version of Go module `module` built into `binary` (`go version -m`).
 async fn module_version(binary: &Path, module: &str) -> Option<String> {
-    let run = tokio::process::Command::new("go")
-        .arg("version")
-        .arg("-m")
-        .arg(binary)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(10), run)
-        .await
-        .ok()?
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let kind = fields.next()?;
-            let (name, version) = (fields.next()?, fields.next()?);
-            (matches!(kind, "mod" | "dep") && name == module)
-                .then(|| format!("Kubernetes {version}"))
-        })
+    let mut command = tokio::process::Command::new("go");
+    command.arg("version").arg("-m").arg(binary);
+    stdout(command).await?.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let kind = fields.next()?;
+        let (name, version) = (fields.next()?, fields.next()?);
+        (matches!(kind, "mod" | "dep") && name == module).then(|| format!("Kubernetes {version}"))
+    })
 }
 
 /// The first line `PROGRAM --version` prints, if it answers within 10 s.
 async fn version(program: &Path) -> Option<String> {
-    let run = tokio::process::Command::new(program)
-        .arg("--version")
-        .kill_on_drop(true)
-        .output();
+    let mut command = tokio::process::Command::new(program);
+    command.arg("--version");
+    stdout(command)
+        .await?
+        .lines()
+        .next()
+        .map(|l| l.trim().to_string())
+}
+
+/// What `command` prints on stdout, if it runs and ends within 10 s.
+async fn stdout(mut command: tokio::process::Command) -> Option<String> {
+    let run = command.kill_on_drop(true).output();
     let out = tokio::time::timeout(Duration::from_secs(10), run)
         .await
         .ok()?
         .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(|l| l.trim().to_string())
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
