@@ -493,10 +493,6 @@ impl Supervisor {
     }
 
     fn status(&self) -> SupervisorStatus {
-        let mut tasks = BTreeMap::new();
-        for w in self.workers.values() {
-            *tasks.entry(w.identity.task_id.clone()).or_insert(0) += 1;
-        }
         SupervisorStatus {
             ready: self.synced && !self.stopping && self.watch_healthy(),
             synced: self.synced,
@@ -509,7 +505,6 @@ impl Supervisor {
                 0
             },
             queued_events: self.queue.len(),
-            tasks,
             restarts: self.restarts_total,
         }
     }

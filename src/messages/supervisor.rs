@@ -2,8 +2,6 @@
 //! [`WorkerFinished`](super::WorkerFinished) and [`PodWatchEvent`](super::PodWatchEvent)),
 //! and its answers.
 
-use std::collections::BTreeMap;
-
 use actix::Message;
 use thiserror::Error;
 
@@ -91,8 +89,6 @@ pub struct SupervisorStatus {
     pub free_slots: usize,
     /// scale_up events waiting for free slots.
     pub queued_events: usize,
-    /// Live workers per task id.
-    pub tasks: BTreeMap<String, usize>,
     /// Worker restarts since start.
     pub restarts: u64,
 }
