@@ -161,6 +161,8 @@ impl ControlPlane {
             "--endpoint-reconciler-type=none".to_string(),
             "--profiling=false".to_string(),
         ]);
+        // For a diagnosis (a verbose log, pprof): extra flags, appended last so they win.
+        api_cmd.args(extra_apiserver_flags());
         let apiserver_cmd = ApiserverCommand {
             program: bin.join("kube-apiserver"),
             args: api_cmd
@@ -427,4 +429,14 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Extra kube-apiserver flags for a diagnosis, whitespace-separated, e.g.
+/// `OTTOSCALER_TESTENV_APISERVER_FLAGS="--v=3 --profiling=true"`.
+pub const APISERVER_FLAGS_ENV: &str = "OTTOSCALER_TESTENV_APISERVER_FLAGS";
+
+fn extra_apiserver_flags() -> Vec<String> {
+    std::env::var(APISERVER_FLAGS_ENV)
+        .map(|flags| flags.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
 }
