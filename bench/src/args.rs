@@ -142,7 +142,7 @@ impl Plan {
     pub fn full() -> Plan {
         Plan {
             quick: false,
-            latency_rates: vec![(10, 20), (100, 10)],
+            latency_rates: vec![(10, 20), (25, 10), (50, 10), (100, 10)],
             throughput_events: 2000,
             throughput_concurrency: 200,
             cost_workers: 50,

@@ -4,6 +4,7 @@
 //! ottoscaler's concurrency ([`run`]), B1 at ottoscaler's event rate ([`paced`]).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
@@ -107,6 +109,89 @@ pub async fn paced(
     }
     watch_task.abort();
     Ok(sent)
+}
+
+/// The subcommand of this binary that runs [`paced`] as a process of its own.
+pub const PACED_COMMAND: &str = "ceiling-paced";
+
+/// What the [`PACED_COMMAND`] process reports: each pod's create-sent time, and the CPU
+/// seconds it used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PacedRun {
+    pub sent: Vec<(String, i64)>,
+    pub cpu_seconds: Option<f64>,
+}
+
+/// [`paced`] in a child process (this binary's [`PACED_COMMAND`]), for B1: ottoscaler
+/// runs as a process of its own, so on a saturated machine the ceiling must contend
+/// for the CPU the same way, not from inside the harness next to kubesim.
+pub async fn paced_process(
+    kubeconfig: &Path,
+    log_dir: &Path,
+    namespace: &str,
+    template: &Pod,
+    rate: u32,
+    count: u32,
+    timeout: Duration,
+) -> Result<PacedRun> {
+    let template_path = log_dir.join(format!("ceiling-{rate}-template.json"));
+    std::fs::write(&template_path, serde_json::to_vec(&blank(template))?)
+        .with_context(|| format!("cannot write {}", template_path.display()))?;
+    let log_path = log_dir.join(format!("ceiling-{rate}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the harness binary")?;
+    let child = tokio::process::Command::new(exe)
+        .arg(PACED_COMMAND)
+        .arg(kubeconfig)
+        .arg(namespace)
+        .arg(&template_path)
+        .arg(rate.to_string())
+        .arg(count.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the ceiling process")?;
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .context("the ceiling process timed out")?
+        .context("the ceiling process failed")?;
+    if !output.status.success() {
+        bail!(
+            "the ceiling process exited with {} (log: {})",
+            output.status,
+            log_path.display()
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("the ceiling process' report")
+}
+
+/// The [`PACED_COMMAND`] process: `KUBECONFIG NAMESPACE TEMPLATE_JSON RATE COUNT`;
+/// prints a [`PacedRun`] as JSON.
+pub async fn paced_main(args: &[String]) -> Result<()> {
+    let [kubeconfig, namespace, template, rate, count] = args else {
+        bail!("usage: {PACED_COMMAND} KUBECONFIG NAMESPACE TEMPLATE_JSON RATE COUNT");
+    };
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("kubeconfig {kubeconfig}"))?;
+    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+        .await
+        .with_context(|| format!("kubeconfig {kubeconfig}"))?;
+    let client = Client::try_from(config).context("kube client")?;
+    let template: Pod = serde_json::from_slice(
+        &std::fs::read(template).with_context(|| format!("cannot read {template}"))?,
+    )
+    .with_context(|| format!("{template} is not a pod"))?;
+    let rate = rate.parse().with_context(|| format!("rate {rate:?}"))?;
+    let count = count.parse().with_context(|| format!("count {count:?}"))?;
+    let sent = paced(client, namespace, &template, rate, count).await?;
+    let run = PacedRun {
+        sent,
+        cpu_seconds: crate::procfs::cpu_seconds(std::process::id()),
+    };
+    println!("{}", serde_json::to_string(&run)?);
+    Ok(())
 }
 
 type Watch = (Api<Pod>, Arc<Mutex<Waiters>>, tokio::task::JoinHandle<()>);

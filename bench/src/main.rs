@@ -7,6 +7,9 @@ use bench::args::{Args, USAGE};
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let program = argv.first().map_or("ottoscaler-bench", String::as_str);
+    if argv.get(1).map(String::as_str) == Some(bench::ceiling::PACED_COMMAND) {
+        return ceiling_process(&argv[2..]);
+    }
     let args = match Args::parse(program, argv.get(1..).unwrap_or(&[])) {
         Ok(Some(args)) => args,
         Ok(None) => {
@@ -35,6 +38,26 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ottoscaler-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// B1's ceiling as a process of its own (see `bench::ceiling::paced_process`), on a
+/// runtime like a bare `#[tokio::main]` program's.
+fn ceiling_process(args: &[String]) -> ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(bench::ceiling::paced_main(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!(
+                "ottoscaler-bench {}: {err:#}",
+                bench::ceiling::PACED_COMMAND
+            );
             ExitCode::FAILURE
         }
     }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{Report, Row};
+use super::{RateLine, Report, Row};
 
 pub fn render(report: &Report) -> String {
     let mut md = String::new();
@@ -65,6 +65,7 @@ pub fn render(report: &Report) -> String {
             }
         );
     }
+    rates(&mut md, report);
     md.push_str("\n![B1 latency distribution and B4 memory per worker count](benchmarks.png)\n");
     md.push_str("\n## How each number is measured\n\n");
     for row in report.rows() {
@@ -75,6 +76,50 @@ pub fn render(report: &Report) -> String {
         }
     }
     md
+}
+
+/// B1 and B6 rate by rate, ottoscaler's run next to the ceiling's.
+fn rates(md: &mut String, report: &Report) {
+    let lines: Vec<&RateLine> = report.sections.iter().flat_map(|s| &s.rates).collect();
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## B1 and B6 by rate: where the control plane saturates\n\n\
+         Each rate runs three times: a warm-up (the ceiling program, unmeasured: the API \
+         server sizes each new watch's buffer to the event rate it has seen, so the first \
+         run at a higher rate meets closed watches and seconds of lag), ottoscaler, then \
+         the ceiling program with copies of its pods (a process of its own, without \
+         Redis). Each cell is `ottoscaler / ceiling`. Cores are \
+         CPU seconds per wall-clock second over the run, on {} cores; \"all processes\" \
+         is kube-apiserver, etcd, the harness (kubesim, watches), redis-server and \
+         ottoscaler or the ceiling program together. Closed watches: pod watches the API server closed because a \
+         watcher fell behind.\n",
+        report.machine["cores"]
+    );
+    md.push_str(
+        "| events/s | B1 p99 (ms) | B6 p99 (ms) | kube-apiserver cores | all processes, cores \
+         | closed watches |\n|---|---|---|---|---|---|\n",
+    );
+    for l in lines {
+        let opt = |v: Option<f64>| v.map_or("–".into(), num);
+        let _ = writeln!(
+            md,
+            "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            l.rate,
+            num(l.latency_p99.0),
+            num(l.latency_p99.1),
+            opt(l.completion_p99.0),
+            opt(l.completion_p99.1),
+            opt(l.apiserver_cores.0),
+            opt(l.apiserver_cores.1),
+            opt(l.busy_cores.0),
+            opt(l.busy_cores.1),
+            l.closed_watches.0,
+            l.closed_watches.1,
+        );
+    }
 }
 
 fn value_text(row: &Row) -> String {
@@ -104,6 +149,34 @@ fn num(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_table_puts_ottoscaler_next_to_the_ceiling() {
+        let report = Report {
+            command: "bench".into(),
+            date: "2026-11-26T00:00:00Z".into(),
+            quick: false,
+            duration: std::time::Duration::from_secs(1),
+            machine: serde_json::json!({ "cores": 2 }),
+            sections: vec![super::super::Section {
+                rates: vec![RateLine {
+                    rate: 50,
+                    latency_p99: (173.4, 256.0),
+                    completion_p99: (Some(217.0), None),
+                    apiserver_cores: (Some(1.26), Some(1.2)),
+                    busy_cores: (Some(1.8), Some(1.66)),
+                    closed_watches: (2.0, 0.0),
+                }],
+                ..super::super::Section::default()
+            }],
+        };
+        let md = render(&report);
+        assert!(md.contains("on 2 cores"), "{md}");
+        assert!(
+            md.contains("| 50 | 173 / 256 | 217 / – | 1.26 / 1.20 | 1.80 / 1.66 | 2 / 0 |"),
+            "{md}"
+        );
+    }
 
     #[test]
     fn numbers_keep_three_significant_digits() {

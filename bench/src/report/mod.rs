@@ -142,6 +142,26 @@ pub struct Section {
     pub latencies: Vec<(String, Vec<f64>)>,
     /// B4: (workers, peak RSS in MiB).
     pub memory: Vec<(u32, f64)>,
+    /// B1 and B6 rate by rate, ottoscaler's run next to the ceiling's.
+    pub rates: Vec<RateLine>,
+}
+
+/// B1 and B6 at one event rate: ottoscaler's run and the ceiling's, with how busy the
+/// machine was in each, to show where the control plane saturates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateLine {
+    pub rate: u32,
+    /// B1 p99 (ms): ottoscaler, the ceiling.
+    pub latency_p99: (f64, f64),
+    /// B6 p99 (ms): ottoscaler, the ceiling.
+    pub completion_p99: (Option<f64>, Option<f64>),
+    /// Mean CPU cores kube-apiserver used over each run.
+    pub apiserver_cores: (Option<f64>, Option<f64>),
+    /// Mean CPU cores of every process measured (control plane, harness with kubesim,
+    /// Redis, ottoscaler) over each run.
+    pub busy_cores: (Option<f64>, Option<f64>),
+    /// Pod watches the API server closed during each run (a watcher fell behind).
+    pub closed_watches: (f64, f64),
 }
 
 impl Section {

@@ -19,11 +19,16 @@ const FONTS: [&str; 3] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
 ];
-const COLORS: [RGBColor; 4] = [
+/// Enough for ottoscaler and the ceiling at four B1 rates.
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
+    RGBColor(174, 199, 232),
     RGBColor(214, 39, 40),
+    RGBColor(255, 152, 150),
     RGBColor(44, 160, 44),
+    RGBColor(152, 223, 138),
     RGBColor(148, 103, 189),
+    RGBColor(197, 176, 213),
 ];
 const FONT: &str = "sans-serif";
 
@@ -144,7 +149,7 @@ fn memory_panel(
     chart
         .draw_series(line.iter().map(|p| Circle::new(*p, 4, color.filled())))
         .map_err(plot_err)?;
-    let red = COLORS[1];
+    let red = COLORS[2];
     chart
         .draw_series(LineSeries::new(
             [(0.0, 100.0), (x_max, 100.0)],

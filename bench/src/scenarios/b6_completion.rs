@@ -20,8 +20,9 @@ pub fn samples(pods: &[PodTimes]) -> Vec<f64> {
 }
 
 /// The B6 row over every group of pods (one group per B1 rate), with each group's
-/// percentiles in the detail.
-pub fn row(groups: &[(String, Vec<PodTimes>)]) -> Result<Row> {
+/// percentiles in the detail; the baseline is the same time for the ceiling's pods
+/// (its watch seeing a pod finished -> its delete seen), at the same rates.
+pub fn row(groups: &[(String, Vec<PodTimes>)], ceiling: &[PodTimes]) -> Result<Row> {
     let mut all = Vec::new();
     let mut per_group = Map::new();
     for (label, pods) in groups {
@@ -32,14 +33,18 @@ pub fn row(groups: &[(String, Vec<PodTimes>)]) -> Result<Row> {
         all.extend(s);
     }
     let summary = summarize(&all).context("no pod was seen both finished and deleted")?;
-    Ok(Row::new("B6", "completion latency p99", summary.p99, "ms")
-        .target(Target::at_most(50.0))
+    let mut row =
+        Row::new("B6", "completion latency p99", summary.p99, "ms").target(Target::at_most(50.0));
+    if let Some(c) = summarize(&samples(ceiling)) {
+        row = row.baseline(c.p99).detail("ceiling_ms", c.json());
+    }
+    Ok(row
         .method(
             "B1's pods (all rates together): the harness' pod watch seeing phase Succeeded \
              (written by kubesim) -> the same watch seeing the pod deleted (deletionTimestamp \
              or DELETED; a finished pod is deleted at once). Includes ottoscaler's watch \
              delivery, the outcome decision, the result's Lua XADD on Redis and the delete \
-             request.",
+             request. Baseline: the same time for the ceiling's pods at the same rates.",
         )
         .detail("all_ms", summary.json())
         .detail("by_rate_ms", Value::Object(per_group)))
@@ -64,7 +69,13 @@ mod tests {
             },
         ];
         assert_eq!(samples(&pods), vec![12.0]);
-        let row = row(&[("10 events/s".into(), pods)]).expect("row");
+        let ceiling = vec![PodTimes {
+            finished_us: Some(1_000),
+            deleting_us: Some(4_000),
+            ..PodTimes::default()
+        }];
+        let row = row(&[("10 events/s".into(), pods)], &ceiling).expect("row");
         assert_eq!(row.value, Some(12.0));
+        assert_eq!(row.baseline, Some(3.0));
     }
 }

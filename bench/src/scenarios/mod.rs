@@ -69,7 +69,45 @@ impl CpuMeter {
     }
 }
 
+/// From a [`CpuMeter::json`]: the mean cores `process` used, and those of every process
+/// measured together, over the wall time.
+pub fn cores(cpu: &Value, process: &str) -> (Option<f64>, Option<f64>) {
+    let Some(wall) = cpu["wall"].as_f64().filter(|w| *w > 0.0) else {
+        return (None, None);
+    };
+    let total: f64 = cpu
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.as_str() != "wall")
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    let one = cpu[process].as_f64().map(|s| round(s / wall, 2));
+    (one, Some(round(total / wall, 2)))
+}
+
 /// MiB, for memory figures.
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1u32 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_are_cpu_seconds_per_wall_second() {
+        let cpu = serde_json::json!({
+            "wall": 10.0,
+            "kube-apiserver": 14.0,
+            "etcd": 2.0,
+            "ottoscaler": 1.5,
+        });
+        assert_eq!(cores(&cpu, "kube-apiserver"), (Some(1.4), Some(1.75)));
+        assert_eq!(cores(&cpu, "redis-server"), (None, Some(1.75)));
+        assert_eq!(
+            cores(&serde_json::json!({"etcd": 1.0}), "etcd"),
+            (None, None)
+        );
+    }
 }
