@@ -134,10 +134,12 @@ pub async fn paced_process(
     count: u32,
     timeout: Duration,
 ) -> Result<PacedRun> {
-    let template_path = log_dir.join(format!("ceiling-{rate}-template.json"));
-    std::fs::write(&template_path, serde_json::to_vec(&blank(template))?)
+    // Per namespace and rate: the warm-up and the measured run keep their own files.
+    let name = format!("ceiling-{namespace}-{rate}");
+    let template_path = log_dir.join(format!("{name}-template.json"));
+    std::fs::write(&template_path, serde_json::to_vec(template)?)
         .with_context(|| format!("cannot write {}", template_path.display()))?;
-    let log_path = log_dir.join(format!("ceiling-{rate}.log"));
+    let log_path = log_dir.join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the harness binary")?;

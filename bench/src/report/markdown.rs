@@ -91,19 +91,19 @@ fn rates(md: &mut String, report: &Report) {
          server sizes each new watch's buffer to the event rate it has seen, so the first \
          run at a higher rate meets closed watches and seconds of lag), ottoscaler, then \
          the ceiling program with copies of its pods (a process of its own, without \
-         Redis). Each cell is `ottoscaler / ceiling`. Cores are \
-         CPU seconds per wall-clock second over the run, on {} cores; \"all processes\" \
-         is kube-apiserver, etcd, the harness (kubesim, watches), redis-server and \
-         ottoscaler or the ceiling program together. Closed watches: pod watches the API server closed because a \
-         watcher fell behind.\n",
+         Redis). Each cell is `ottoscaler / ceiling`. Cores are CPU seconds per \
+         wall-clock second over the run, on {} cores; \"all processes\" is \
+         kube-apiserver, etcd, the harness (kubesim, watches), redis-server and ottoscaler \
+         or the ceiling program together. Closed watches: pod watches the API server \
+         closed because a watcher fell behind.\n",
         report.machine["cores"]
     );
     md.push_str(
         "| events/s | B1 p99 (ms) | B6 p99 (ms) | kube-apiserver cores | all processes, cores \
          | closed watches |\n|---|---|---|---|---|---|\n",
     );
+    let opt = |v: Option<f64>| v.map_or("–".into(), num);
     for l in lines {
-        let opt = |v: Option<f64>| v.map_or("–".into(), num);
         let _ = writeln!(
             md,
             "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",

@@ -158,7 +158,7 @@ pub struct RateLine {
     /// Mean CPU cores kube-apiserver used over each run.
     pub apiserver_cores: (Option<f64>, Option<f64>),
     /// Mean CPU cores of every process measured (control plane, harness with kubesim,
-    /// Redis, ottoscaler) over each run.
+    /// Redis, ottoscaler or the ceiling program) over each run.
     pub busy_cores: (Option<f64>, Option<f64>),
     /// Pod watches the API server closed during each run (a watcher fell behind).
     pub closed_watches: (f64, f64),

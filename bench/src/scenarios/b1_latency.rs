@@ -129,32 +129,21 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
         let a = summarize(&annotated).map_or(Value::Null, |a| a.json());
 
         // The ceiling at the same rate, with copies of ottoscaler's pod.
-        let cpu = CpuMeter::start(env, None);
-        let terminated_before = apiserver::terminated_pod_watchers(&env.client()).await?;
-        let run = ceiling::paced_process(
-            env.env.kubeconfig_path(),
-            env.log_dir(),
+        let CeilingPhase {
+            latencies: ceiling,
+            pods: ceiling_times,
+            cpu: cpu_ceiling,
+            closed_watches: terminated_ceiling,
+        } = ceiling_phase(
+            env,
             &ceiling_lane.namespace,
+            &ceiling_recorder,
             &template,
-            rate,
-            count,
+            (rate, count),
             timeout,
         )
         .await?;
-        let mut cpu_ceiling = cpu.json();
-        if let (Some(map), Some(seconds)) = (cpu_ceiling.as_object_mut(), run.cpu_seconds) {
-            map.insert("ceiling program".into(), round(seconds, 2).into());
-        }
-        let sent_at = run.sent;
-        let terminated_ceiling =
-            apiserver::terminated_pod_watchers(&env.client()).await? - terminated_before;
-        let ceiling_pods = ceiling_recorder.pods();
-        let ceiling = sent_to_seen_ms(&sent_at, &ceiling_pods);
         let c = summarize(&ceiling).context("no ceiling pod was seen")?;
-        let ceiling_times: Vec<PodTimes> = sent_at
-            .iter()
-            .filter_map(|(name, _)| ceiling_pods.get(name).cloned())
-            .collect();
         let times: Vec<PodTimes> = mine.iter().map(|(_, t)| (*t).clone()).collect();
         let p99 = |pods: &[PodTimes]| summarize(&b6_completion::samples(pods)).map(|s| s.p99);
         let (otto_apiserver, otto_busy) = cores(&cpu_otto, "kube-apiserver");
@@ -242,31 +231,78 @@ async fn warm_up(
 ) -> Result<Value> {
     let lane = env.lane(&format!("b1-warm-up-{rate}")).await?;
     let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
+    let phase = ceiling_phase(
+        env,
+        &lane.namespace,
+        &recorder,
+        template,
+        (rate, count),
+        timeout,
+    )
+    .await
+    .context("warm-up")?;
+    Ok(serde_json::json!({
+        "create_to_watch_added_p99_ms": summarize(&phase.latencies).map(|s| s.p99),
+        "apiserver_terminated_pod_watchers": phase.closed_watches,
+    }))
+}
+
+/// One run of the ceiling program, as the harness saw it.
+struct CeilingPhase {
+    /// Per pod: create sent -> first seen on the recorder's watch, in ms.
+    latencies: Vec<f64>,
+    /// Each pod's times on the recorder's watch.
+    pods: Vec<PodTimes>,
+    /// CPU seconds per process over the run, the ceiling program's included.
+    cpu: Value,
+    /// Pod watches the API server closed during the run.
+    closed_watches: f64,
+}
+
+/// Runs the ceiling program on `namespace`, which `recorder` watches, at `rate` events
+/// per second for `count` pods.
+async fn ceiling_phase(
+    env: &BenchEnv,
+    namespace: &str,
+    recorder: &Recorder,
+    template: &Pod,
+    (rate, count): (u32, u32),
+    timeout: Duration,
+) -> Result<CeilingPhase> {
+    let cpu = CpuMeter::start(env, None);
     let closed_before = apiserver::terminated_pod_watchers(&env.client()).await?;
     let run = ceiling::paced_process(
         env.env.kubeconfig_path(),
         env.log_dir(),
-        &lane.namespace,
+        namespace,
         template,
         rate,
         count,
         timeout,
     )
-    .await
-    .context("warm-up")?;
-    let closed = apiserver::terminated_pod_watchers(&env.client()).await? - closed_before;
-    let latencies = sent_to_seen_ms(&run.sent, &recorder.pods());
-    Ok(serde_json::json!({
-        "create_to_watch_added_p99_ms": summarize(&latencies).map(|s| s.p99),
-        "apiserver_terminated_pod_watchers": closed,
-    }))
-}
-
-/// Per ceiling pod: create sent -> first seen on the recorder's watch, in ms.
-fn sent_to_seen_ms(sent: &[(String, i64)], pods: &HashMap<String, PodTimes>) -> Vec<f64> {
-    sent.iter()
-        .filter_map(|(name, at)| Some((pods.get(name)?.seen_us? - at) as f64 / 1000.0))
-        .collect()
+    .await?;
+    let mut cpu = cpu.json();
+    if let (Some(map), Some(seconds)) = (cpu.as_object_mut(), run.cpu_seconds) {
+        map.insert("ceiling program".into(), round(seconds, 2).into());
+    }
+    let closed_watches = apiserver::terminated_pod_watchers(&env.client()).await? - closed_before;
+    let seen = recorder.pods();
+    let latencies = run
+        .sent
+        .iter()
+        .filter_map(|(name, at)| Some((seen.get(name)?.seen_us? - at) as f64 / 1000.0))
+        .collect();
+    let pods = run
+        .sent
+        .iter()
+        .filter_map(|(name, _)| seen.get(name).cloned())
+        .collect();
+    Ok(CeilingPhase {
+        latencies,
+        pods,
+        cpu,
+        closed_watches,
+    })
 }
 
 /// One of ottoscaler's latency histograms over the run: its mean and its buckets.
