@@ -400,10 +400,6 @@ async fn one_create_slot_still_runs_every_worker() {
         .await
         .expect("accepted");
     assert_eq!(accepted.pods.len(), 5);
-    h.supervisor
-        .do_send(::ottoscaler::messages::supervisor::EventAcknowledged {
-            event_id: accepted.event_id,
-        });
     let results = h.results.wait_for(5, RESULTS_TIMEOUT).await;
     assert_eq!(
         outcomes(&results),
