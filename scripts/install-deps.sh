@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ottoscaler's tests, demo and benchmarks need:
 # redis-server and redis-cli (the real Redis the tests run), the benchmark plot's font,
-# and the Go toolchain check
-# for building the test control plane. Safe to run again: it installs only what is missing.
+# and the Go toolchain check for building the test control plane. Safe to run again: it
+# installs only what is missing.
 set -euo pipefail
 
 need=()
