@@ -138,6 +138,12 @@ pub struct FaultStats {
     pub delays: u64,
     /// Forwarding failed (the apiserver did not answer); answered 502.
     pub upstream_errors: u64,
+    /// Pod creates that waited because creates were held.
+    pub creates_held: u64,
+    /// Pod creates in flight (received, not yet answered) right now.
+    pub creates_in_flight: u64,
+    /// The most pod creates that were ever in flight at once.
+    pub max_creates_in_flight: u64,
 }
 
 impl FaultStats {
@@ -158,6 +164,28 @@ struct Counters {
     resets: AtomicU64,
     delays: AtomicU64,
     upstream_errors: AtomicU64,
+    creates_held: AtomicU64,
+    creates_in_flight: AtomicU64,
+    max_creates_in_flight: AtomicU64,
+}
+
+/// Counts one pod create in flight while it lives.
+struct InFlight<'a>(&'a Counters);
+
+impl<'a> InFlight<'a> {
+    fn new(counters: &'a Counters) -> Self {
+        let now = counters.creates_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters
+            .max_creates_in_flight
+            .fetch_max(now, Ordering::SeqCst);
+        InFlight(counters)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.creates_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -172,6 +200,8 @@ struct State {
     upstream: String,
     // A std mutex: nothing awaits while it is held.
     faults: Mutex<Faults>,
+    /// `true` while pod creates are held.
+    hold: tokio::sync::watch::Sender<bool>,
     counters: Counters,
     client: Client<HttpsConnector<HttpConnector>, Incoming>,
 }
@@ -202,6 +232,7 @@ impl FaultProxy {
         let state = Arc::new(State {
             upstream,
             faults: Mutex::new(faults),
+            hold: tokio::sync::watch::Sender::new(false),
             counters: Counters::default(),
             client: Client::builder(TokioExecutor::new()).build(https_without_verification()?),
         });
@@ -228,6 +259,27 @@ impl FaultProxy {
             .unwrap_or_else(PoisonError::into_inner) = faults;
     }
 
+    /// Holds pod creates from now on (`true`): each waits in the proxy, unforwarded
+    /// and unanswered, until `hold_creates(false)` releases them all.
+    pub fn hold_creates(&self, hold: bool) {
+        self.state.hold.send_replace(hold);
+    }
+
+    /// Waits until at least `n` pod creates are in flight (held or not), for at most
+    /// `timeout`; returns whether they are.
+    pub async fn wait_creates_in_flight(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.stats().creates_in_flight >= n {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// What the proxy saw and injected so far.
     pub fn stats(&self) -> FaultStats {
         let c = &self.state.counters;
@@ -242,6 +294,9 @@ impl FaultProxy {
             resets: get(&c.resets),
             delays: get(&c.delays),
             upstream_errors: get(&c.upstream_errors),
+            creates_held: get(&c.creates_held),
+            creates_in_flight: get(&c.creates_in_flight),
+            max_creates_in_flight: get(&c.max_creates_in_flight),
         }
     }
 
@@ -330,6 +385,13 @@ async fn handle(
         return Ok(forward(req, &state).await);
     }
     bump(&counters.requests);
+    let _in_flight = is_pod_create(&req).then(|| InFlight::new(counters));
+    if _in_flight.is_some() && *state.hold.borrow() {
+        bump(&counters.creates_held);
+        let mut released = state.hold.subscribe();
+        // The sender lives in `state`, so this ends only when the hold is lifted.
+        let _ = released.wait_for(|held| !held).await;
+    }
     let faults = state
         .faults
         .lock()
@@ -362,6 +424,11 @@ async fn handle(
         }
     }
     Ok(forward(req, &state).await)
+}
+
+/// `POST /api/v1/namespaces/<ns>/pods`: a pod create.
+fn is_pod_create<B>(req: &Request<B>) -> bool {
+    req.method() == http::Method::POST && req.uri().path().ends_with("/pods")
 }
 
 /// Sends the request on to the apiserver and streams its answer back.

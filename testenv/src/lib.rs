@@ -38,3 +38,4 @@ pub use env::{TestEnv, TestEnvOptions, shared};
 pub use faultproxy::{FaultProxy, FaultStats, Faults};
 pub use pods::{describe as describe_pod, pods_summary};
 pub use redis::RedisServer;
+pub use workdir::WorkDir;
