@@ -19,7 +19,7 @@ use crate::actors::worker_pod::WorkerEnv;
 use crate::http::{self, Health};
 use crate::kube_client;
 use crate::messages::EventLimits;
-use crate::messages::redis::StopReading;
+use crate::messages::reader::StopReading;
 use crate::messages::supervisor::{GetStatus, StopIntake};
 use crate::metrics::Metrics;
 use crate::pods::resolve_templates;
@@ -101,6 +101,9 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         worker_env: Arc::new(WorkerEnv::new(pods.clone(), &settings, metrics.clone())),
         templates,
         max_workers: limits.max_workers as usize,
+        // TODO(lead): limits.settle_timeout once the setting lands.
+        settle_timeout: Duration::from_secs(600),
+        restart_backoff: crate::retry::Backoff::RESTART,
         results: publisher.recipient(),
         pending_checker: Some(reader.clone().recipient()),
         metrics: metrics.clone(),
@@ -123,7 +126,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
 
     wait_for_signal().await;
 
-    // Shutdown, within `shutdown_timeout` (CONTRACT.md section 6):
+    // Shutdown, within `shutdown_timeout` (docs/contract.md section 6):
     // 1. readiness goes down, so no new traffic is routed here;
     // 2. the reader stops reading and waits for in-flight events to be answered and
     //    acknowledged (what is not answered stays pending and is redelivered);

@@ -45,14 +45,11 @@ impl Health {
         self.redis.load(Ordering::Relaxed) && self.kube.load(Ordering::Relaxed)
     }
 
-    /// `ready`, or what is missing: `not ready: redis unreachable, kubernetes API unreachable`.
+    /// `ready`, or what is missing: `not ready: redis unreachable, pod watch not up`.
     pub fn describe(&self) -> String {
         let missing: Vec<&str> = [
             (self.redis.load(Ordering::Relaxed), "redis unreachable"),
-            (
-                self.kube.load(Ordering::Relaxed),
-                "kubernetes API unreachable",
-            ),
+            (self.kube.load(Ordering::Relaxed), "pod watch not up"),
         ]
         .into_iter()
         .filter(|(ok, _)| !ok)
@@ -177,7 +174,7 @@ mod tests {
         health.set_kube(false);
         assert_eq!(
             get(&health, "/readyz").await.2,
-            "not ready: kubernetes API unreachable"
+            "not ready: pod watch not up"
         );
     }
 

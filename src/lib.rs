@@ -15,6 +15,8 @@
 //!   validation.
 //! - [`actors`]: one actor per module (reader, supervisor, worker, watch, publisher).
 //! - [`pods`]: pod names, templates and pod building (pure).
+//! - [`ledger`]: the Supervisor's books: workers, events, queue, restarts (pure).
+//! - [`lifecycle`]: one worker's state machine: inputs in, actions out (pure).
 //! - [`outcome`]: outcome rules and scale_down selection (pure).
 //! - [`retry`]: backoff with jitter and error classification.
 //! - [`settings`]: configuration, loaded once and validated at start.
@@ -27,6 +29,8 @@ pub mod app;
 pub mod cli;
 pub mod http;
 pub mod kube_client;
+pub mod ledger;
+pub mod lifecycle;
 pub mod messages;
 pub mod metrics;
 pub mod outcome;

@@ -83,6 +83,20 @@ pub fn status_code(err: &kube::Error) -> Option<u16> {
     }
 }
 
+/// A create refused because a ResourceQuota is used up (403 `exceeded quota`): a
+/// matter of capacity, not a failure; the worker waits and tries again.
+pub fn is_quota_exceeded(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(s) => quota_message(s.code, &s.message),
+        _ => false,
+    }
+}
+
+/// Whether an API status is the ResourceQuota admission's refusal.
+fn quota_message(code: u16, message: &str) -> bool {
+    code == 403 && message.contains("exceeded quota")
+}
+
 /// Short text of a kube error for results and logs: `409 AlreadyExists: ...`.
 pub fn describe(err: &kube::Error) -> String {
     match err {
@@ -120,6 +134,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_a_403_naming_exceeded_quota_is_a_quota_refusal() {
+        let quota = "pods \"p\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2";
+        assert!(quota_message(403, quota));
+        assert!(!quota_message(
+            403,
+            "pods is forbidden: User \"x\" cannot create resource \"pods\""
+        ));
+        assert!(!quota_message(422, quota));
     }
 
     #[test]

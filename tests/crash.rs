@@ -1,5 +1,5 @@
 //! A crash between "pods created" and XACK must neither lose the event nor run any
-//! worker twice (CONTRACT.md section 2). Each ottoscaler instance here is the real set
+//! worker twice (docs/contract.md section 2). Each ottoscaler instance here is the real set
 //! of actors (RedisReader, Supervisor, PodWatcher, ResultsPublisher) in an actix System
 //! of its own thread; "crashing" tears that System down at once.
 
@@ -119,6 +119,8 @@ fn start_instance(settings: &Settings, crash: Option<Arc<AtomicBool>>) {
         worker_env: Arc::new(WorkerEnv::new(pods.clone(), settings, metrics.clone())),
         templates: resolve_templates(settings).expect("templates"),
         max_workers: settings.limits.max_workers as usize,
+        settle_timeout: Duration::from_secs(600),
+        restart_backoff: ::ottoscaler::retry::Backoff::RESTART,
         results: publisher.recipient(),
         pending_checker: Some(reader.recipient()),
         metrics,

@@ -13,7 +13,7 @@ use ottoscaler::actors::redis_reader::{ReaderConfig, RedisReader};
 use ottoscaler::actors::results_publisher::{PublisherConfig, ResultsPublisher};
 use ottoscaler::http::Health;
 use ottoscaler::messages::reader::IsEventPending;
-use ottoscaler::messages::redis::StopReading;
+use ottoscaler::messages::reader::StopReading;
 use ottoscaler::messages::supervisor::{
     EventAccepted, EventAcknowledged, EventRefused, GetStatus, SupervisorStatus,
 };

@@ -1,4 +1,4 @@
-//! RedisReader: owns the consumer-group read of the event stream (CONTRACT.md sections
+//! RedisReader: owns the consumer-group read of the event stream (docs/contract.md sections
 //! 1 and 2) and feeds the Supervisor, acknowledging each entry only once its effect is
 //! durable or it was dead-lettered.
 //!
@@ -53,7 +53,7 @@ pub use self::config::{
 use self::reading::Cursor;
 use crate::http::Health;
 use crate::messages::reader::IsEventPending;
-use crate::messages::redis::{ReadingStopped, StopReading};
+use crate::messages::reader::{ReadingStopped, StopReading};
 use crate::messages::supervisor::{EventAcknowledged, GetStatus};
 use crate::messages::{EventLimits, ScaleEvent};
 use crate::metrics::Metrics;

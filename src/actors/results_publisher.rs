@@ -1,4 +1,4 @@
-//! ResultsPublisher: owns the results stream (CONTRACT.md section 5) and writes exactly
+//! ResultsPublisher: owns the results stream (docs/contract.md section 5) and writes exactly
 //! one entry per finished worker, also across crashes and redeliveries.
 //!
 //! Exactly once: one Lua script sets the marker

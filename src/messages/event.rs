@@ -1,4 +1,4 @@
-//! The `ScaleEvent` model (CONTRACT.md section 1) and its validation.
+//! The `ScaleEvent` model (docs/contract.md section 1) and its validation.
 //!
 //! [`ScaleEvent::from_fields`] turns the raw fields of one stream entry into a validated
 //! event, or an [`EventError`] whose text names the field and says what is wrong; the
@@ -109,7 +109,7 @@ pub struct EventLimits {
 }
 
 impl ScaleEvent {
-    /// Validates the raw fields of stream entry `event_id` (CONTRACT.md section 1).
+    /// Validates the raw fields of stream entry `event_id` (docs/contract.md section 1).
     pub fn from_fields(
         event_id: &str,
         fields: &[(String, Vec<u8>)],

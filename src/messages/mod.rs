@@ -5,7 +5,6 @@
 
 pub mod event;
 pub mod reader;
-pub mod redis;
 pub mod results;
 pub mod supervisor;
 pub mod watch;

@@ -1,11 +1,11 @@
-//! What a finished worker reports (CONTRACT.md section 5). The Supervisor receives
+//! What a finished worker reports (docs/contract.md section 5). The Supervisor receives
 //! [`WorkerFinished`] from its workers and forwards it to the results sink (the results
 //! publisher in production, a collector in tests).
 
 use actix::Message;
 use thiserror::Error;
 
-/// How a worker ended (CONTRACT.md section 4).
+/// How a worker ended (docs/contract.md section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     /// Phase Succeeded.

@@ -27,42 +27,43 @@ pub enum EventRefused {
     /// The Supervisor is shutting down and takes no new work.
     #[error("ottoscaler is shutting down")]
     ShuttingDown,
+    /// The event was started but its pods did not all settle within
+    /// `limits.settle_timeout`; its workers carry on, and the entry stays pending for a
+    /// later delivery (which finds them).
+    #[error("the event's pods did not all settle within {}", humantime::format_duration(*.after))]
+    Stalled { after: std::time::Duration },
 }
 
 /// The sender acknowledged the event's stream entry: its finished workers may now delete
-/// their pods (CONTRACT.md section 2: never before, or a crash could run them twice).
+/// their pods (docs/contract.md section 2: never before, or a crash could run them twice).
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct EventAcknowledged {
     pub event_id: String,
 }
 
-/// A worker's create request ended: the pod exists (created now or found), or creating it
-/// failed for good (a rejected spec, a forbidden namespace).
+/// What a worker tells its Supervisor about its lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
-pub struct WorkerCreated {
-    pub pod: String,
-    pub result: Result<(), String>,
-}
-
-/// A worker's pod is gone and its result published: the worker is done.
-#[derive(Debug, Clone, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub struct WorkerGone {
-    pub pod: String,
-}
-
-/// A worker actor stopped. Unless it said [`WorkerGone`] first, the Supervisor restarts
-/// it with backoff, resuming from the pod's real state.
-#[derive(Debug, Clone, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub struct WorkerStopped {
-    pub pod: String,
-    /// The incarnation that stopped (a late stop of an old one is ignored).
-    pub incarnation: u32,
-    /// Why it failed, when it did.
-    pub error: Option<String>,
+pub enum WorkerReport {
+    /// The worker's create request settled: the pod exists (created now or found), or it
+    /// never will (rejected for good, or cancelled before creation and reported). Its
+    /// event stops waiting for it.
+    Settled {
+        pod: String,
+        result: Result<(), String>,
+    },
+    /// The worker's result is published and its pod gone: it is done.
+    Gone { pod: String },
+    /// The worker actor stopped. Unless it said `Gone` first (`error` is `None`), the
+    /// Supervisor restarts it with backoff, resuming from the pod's real state.
+    Stopped {
+        pod: String,
+        /// The incarnation that stopped (a late stop of an old one is ignored).
+        incarnation: u32,
+        /// Why it failed, when it did.
+        error: Option<String>,
+    },
 }
 
 /// Stop taking events: the process is shutting down. Workers are left alone; their pods
@@ -93,8 +94,10 @@ pub struct SupervisorStatus {
     pub restarts: u64,
 }
 
-/// Fault injection for supervision tests and chaos runs: make the named worker fail as
-/// if an unrecoverable error happened. Answers whether such a worker was running.
+/// Fault injection for supervision tests: make the named worker fail as if an
+/// unrecoverable error happened. Answers whether such a worker was running. Only in
+/// test builds (the `test-hooks` feature); the shipped binary has no such message.
+#[cfg(any(test, feature = "test-hooks"))]
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "bool")]
 pub struct FailWorker {

@@ -47,6 +47,25 @@ pub struct PodObservation {
     pub deleting: bool,
 }
 
+impl PodObservation {
+    /// A pod known only by name, as just created: Pending, nothing else seen yet.
+    pub fn pending(name: &str) -> PodObservation {
+        PodObservation {
+            name: name.to_string(),
+            task_id: None,
+            worker_index: None,
+            event_id: None,
+            created_at: None,
+            phase: PodPhase::Pending,
+            pod_reason: None,
+            waiting_reason: None,
+            terminated: None,
+            started_at: None,
+            deleting: false,
+        }
+    }
+}
+
 /// One event of the shared pod watch.
 #[derive(Debug, Clone, PartialEq, Message)]
 #[rtype(result = "()")]

@@ -28,8 +28,9 @@ pub struct DeleteAllowed;
 #[rtype(result = "Result<(), String>")]
 pub struct Cancel;
 
-/// Fault injection for supervision tests and chaos runs: the worker fails as if an
-/// unrecoverable error (or a panic turned into a stop) happened, and stops.
+/// Fault injection for supervision tests: the worker fails as if an unrecoverable
+/// error (or a panic turned into a stop) happened, and stops. Test builds only.
+#[cfg(any(test, feature = "test-hooks"))]
 #[derive(Debug, Clone, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct InjectFailure {

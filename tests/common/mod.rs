@@ -26,6 +26,7 @@ use ::ottoscaler::messages::supervisor::{
 use ::ottoscaler::messages::{PublishError, ScaleEvent, ScaleKind, WorkerFinished};
 use ::ottoscaler::metrics::Metrics;
 use ::ottoscaler::pods::{PodTemplate, resolve_templates};
+use ::ottoscaler::retry::Backoff;
 use ::ottoscaler::settings::{Settings, TemplateSettings};
 
 pub const RUN_SECONDS: &str = "kubesim.ottoscaler.dev/run-seconds";
@@ -103,13 +104,79 @@ impl Handler<WorkerFinished> for Collector {
     }
 }
 
+/// How to start a [`Harness`].
+pub struct Options {
+    /// The test's own client (direct to the API server).
+    pub client: kube::Client,
+    /// The actors' client, when it differs (through a fault proxy).
+    pub actors_client: Option<kube::Client>,
+    pub namespace: String,
+    pub settings: Settings,
+    pub results: Collected,
+    pub restart_backoff: Backoff,
+}
+
+impl Options {
+    pub fn new(
+        client: kube::Client,
+        namespace: String,
+        settings: &Settings,
+        results: Collected,
+    ) -> Options {
+        Options {
+            client,
+            actors_client: None,
+            namespace,
+            settings: settings.clone(),
+            results,
+            restart_backoff: Backoff::RESTART,
+        }
+    }
+}
+
+/// A fault proxy in front of the shared API server, and a client of ottoscaler's own
+/// making that goes through it.
+pub struct Proxied {
+    pub proxy: testenv::FaultProxy,
+    pub client: kube::Client,
+    _dir: testenv::WorkDir,
+}
+
+impl Proxied {
+    pub async fn start(namespace: &str) -> Proxied {
+        let env = testenv::shared();
+        let proxy = testenv::FaultProxy::start(env.server_url(), testenv::Faults::none())
+            .await
+            .expect("fault proxy");
+        let dir = testenv::WorkDir::temp("proxied").expect("temp dir");
+        let path = dir.path().join("kubeconfig");
+        proxy
+            .write_kubeconfig(&path, env.admin_token(), namespace)
+            .expect("proxy kubeconfig");
+        let (client, _) = ::ottoscaler::kube_client::client(
+            &Default::default(),
+            Some(&path),
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .expect("client through the proxy");
+        Proxied {
+            proxy,
+            client,
+            _dir: dir,
+        }
+    }
+}
+
 /// A running Supervisor + PodWatcher on one test namespace.
 pub struct Harness {
     pub namespace: String,
     pub client: kube::Client,
     pub pods: Api<Pod>,
+    /// The pods API the actors use (through a proxy when the test asked for one).
+    pub actor_pods: Api<Pod>,
     pub supervisor: Addr<Supervisor>,
-    pub watcher: Addr<PodWatcher>,
+    pub watcher: std::sync::Mutex<Option<Addr<PodWatcher>>>,
     pub results: Collected,
     pub metrics: Arc<Metrics>,
 }
@@ -134,32 +201,76 @@ impl Harness {
         settings: &Settings,
         results: Collected,
     ) -> Harness {
+        let h = Harness::build(Options::new(client, namespace, settings, results));
+        h.start_watcher();
+        h.wait_ready(Duration::from_secs(30)).await;
+        h
+    }
+
+    /// Starts the actors with their Kubernetes requests going through a fault proxy
+    /// (so a test can hold pod creates); the test's own requests go direct.
+    pub async fn start_proxied(prefix: &str, settings: &Settings) -> (Harness, Proxied) {
+        let (client, ns) = namespace(prefix).await;
+        let proxied = Proxied::start(&ns).await;
+        let mut options = Options::new(client, ns, settings, Collected::default());
+        options.actors_client = Some(proxied.client.clone());
+        let h = Harness::build(options);
+        h.start_watcher();
+        h.wait_ready(Duration::from_secs(30)).await;
+        (h, proxied)
+    }
+
+    /// The actors without their pod watch: start it with [`Harness::start_watcher`].
+    pub fn build(options: Options) -> Harness {
+        let Options {
+            client,
+            actors_client,
+            namespace,
+            settings,
+            results,
+            restart_backoff,
+        } = options;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        let actor_pods: Api<Pod> =
+            Api::namespaced(actors_client.unwrap_or_else(|| client.clone()), &namespace);
         let metrics = Arc::new(Metrics::default());
         let templates: BTreeMap<String, PodTemplate> =
-            resolve_templates(settings).expect("test templates resolve");
+            resolve_templates(&settings).expect("test templates resolve");
         let collector = Collector(results.clone()).start();
         let supervisor = Supervisor::new(SupervisorConfig {
-            worker_env: Arc::new(WorkerEnv::new(pods.clone(), settings, metrics.clone())),
+            worker_env: Arc::new(WorkerEnv::new(
+                actor_pods.clone(),
+                &settings,
+                metrics.clone(),
+            )),
             templates,
             max_workers: settings.limits.max_workers as usize,
+            settle_timeout: Duration::from_secs(600),
+            restart_backoff,
             results: collector.recipient(),
             pending_checker: None,
             metrics: metrics.clone(),
         })
         .start();
-        let watcher = PodWatcher::new(pods.clone(), supervisor.clone().recipient()).start();
-        let h = Harness {
+        Harness {
             namespace,
             client,
             pods,
+            actor_pods,
             supervisor,
-            watcher,
+            watcher: std::sync::Mutex::new(None),
             results,
             metrics,
-        };
-        h.wait_ready(Duration::from_secs(30)).await;
-        h
+        }
+    }
+
+    /// Starts the one shared pod watch; the Supervisor syncs on its first list.
+    pub fn start_watcher(&self) {
+        let watcher =
+            PodWatcher::new(self.actor_pods.clone(), self.supervisor.clone().recipient()).start();
+        if let Ok(mut slot) = self.watcher.lock() {
+            *slot = Some(watcher);
+        }
     }
 
     pub async fn status(&self) -> SupervisorStatus {

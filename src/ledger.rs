@@ -1,0 +1,747 @@
+//! The Supervisor's books as plain data: which workers live (indexed by pod, by event
+//! and by task, so no message walks every worker), which scale_ups are not durable yet
+//! and who waits for them, which events are acknowledged, and the queue of events that
+//! wait for capacity or for the first pod list.
+//!
+//! The [`Supervisor`](crate::actors::supervisor::Supervisor) actor is a shell around it:
+//! it spawns and messages workers, and answers senders; every decision about what to
+//! start, cancel, restart or adopt is made here, and unit-tested without actors.
+//! `H` is how the shell reaches a worker (an actor address), `R` how it answers a
+//! waiting sender (a oneshot sender); tests use plain values for both.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::lifecycle::Resume;
+use crate::messages::supervisor::EventAccepted;
+use crate::messages::{Outcome, PodObservation, PodPhase, ScaleEvent, ScaleKind, WorkerFinished};
+use crate::outcome::{CancelCandidate, select_for_scale_down};
+use crate::pods::WorkerIdentity;
+
+/// Restarts of one worker before its outcome becomes `failed` (restart budget exhausted).
+pub const MAX_RESTARTS: u32 = 5;
+/// Restarts after which the Supervisor gives a worker up altogether (it cannot even
+/// publish or delete): twice the budget, so the `failed` result had its chances.
+pub const GIVE_UP_RESTARTS: u32 = 2 * MAX_RESTARTS;
+
+/// How a worker (re)starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerStart {
+    /// Create this pod; `read_at` is when its event was read, `built_at` when the pod
+    /// was built (its `created-at` annotation).
+    Create {
+        pod: Arc<Pod>,
+        read_at: Instant,
+        built_at: Timestamp,
+    },
+    /// Take over the pod as it is.
+    Resume(Box<Resume>),
+    /// A queued worker a scale_down cancelled: publish `cancelled`, make no pod.
+    CancelledBeforeCreation,
+}
+
+/// One live worker.
+#[derive(Debug)]
+pub struct WorkerEntry<H> {
+    pub identity: WorkerIdentity,
+    pub handle: H,
+    /// Which start of the worker runs (stops of older ones are ignored).
+    pub incarnation: u32,
+    pub restarts: u32,
+    /// Its event no longer waits for its create.
+    pub settled: bool,
+    /// The pod to create, kept until the create settles, for a restart.
+    unsent: Option<(Arc<Pod>, Instant, Timestamp)>,
+    /// Its pod was never to be created (cancelled while queued).
+    never_created: bool,
+    /// The watch's latest view of the pod.
+    pub last: Option<PodObservation>,
+    /// The result, once reported (kept for restarts).
+    pub reported: Option<WorkerFinished>,
+    /// A scale_down chose it.
+    pub cancelled: bool,
+}
+
+/// A scale_up that is not durable yet, and who waits for it.
+#[derive(Debug)]
+struct Progress<R> {
+    /// Workers whose create has not settled.
+    waiting: HashSet<String>,
+    pods: Vec<String>,
+    responders: Vec<R>,
+    /// Still in the queue (not every worker was started).
+    queued: bool,
+    /// Indices a scale_down took while the event was queued: never created.
+    cancelled: BTreeSet<u32>,
+}
+
+impl<R> Progress<R> {
+    fn new(queued: bool) -> Self {
+        Progress {
+            waiting: HashSet::new(),
+            pods: Vec::new(),
+            responders: Vec::new(),
+            queued,
+            cancelled: BTreeSet::new(),
+        }
+    }
+}
+
+/// An event waiting in the queue.
+#[derive(Debug)]
+enum Waiting<R> {
+    /// A scale_up waiting for capacity (or the first list); its responders and the
+    /// indices a scale_down took meanwhile are in its [`Progress`].
+    Up(ScaleEvent),
+    /// A scale_down waiting for the first pod list.
+    Down { event: ScaleEvent, responder: R },
+}
+
+/// What to do with a scale event that arrived.
+#[derive(Debug)]
+pub enum Admission<R> {
+    /// A scale_up to start now: the shell calls [`Ledger::start_up`] (the responder is kept).
+    StartUp(ScaleEvent),
+    /// A scale_down to carry out now: the shell calls [`Ledger::scale_down`] and answers.
+    ScaleDown(ScaleEvent, R),
+    /// It waits in the queue (its responder is kept).
+    Queued,
+    /// The same scale_up is already under way or queued; the responder joined it.
+    Joined,
+}
+
+/// The next queued event that can go.
+#[derive(Debug)]
+pub enum Ready<R> {
+    Up(ScaleEvent),
+    Down(ScaleEvent, R),
+}
+
+/// What a scale_down does.
+#[derive(Debug, Default, PartialEq)]
+pub struct DownPlan {
+    /// Live workers to cancel.
+    pub cancel: Vec<String>,
+    /// Queued workers to start as cancelled (no pod), then to cancel like the others.
+    pub cancel_queued: Vec<WorkerIdentity>,
+}
+
+impl DownPlan {
+    /// Every pod the scale_down takes, for its answer.
+    pub fn pods(&self) -> Vec<String> {
+        let mut pods = self.cancel.clone();
+        pods.extend(self.cancel_queued.iter().map(WorkerIdentity::pod_name));
+        pods
+    }
+}
+
+/// What to do after a worker stopped.
+#[derive(Debug, PartialEq)]
+pub enum AfterStop {
+    /// A clean stop, an old incarnation, or shutting down: nothing.
+    Nothing,
+    /// Restart it after the backoff of `attempt`, as incarnation `incarnation`. With
+    /// `failed` the restart budget ran out and this is the `failed` result it reports:
+    /// the shell then settles the worker ([`Ledger::settle`]), as its result is final.
+    Restart {
+        attempt: u32,
+        incarnation: u32,
+        failed: Option<Box<WorkerFinished>>,
+    },
+    /// It keeps failing even after reporting: forget it, and never adopt its pod again
+    /// in this process.
+    GiveUp,
+}
+
+/// Where a pod the watch shows goes.
+#[derive(Debug, PartialEq)]
+pub enum Route {
+    /// To its live worker; `first_view` when the worker had no view of it yet.
+    Worker { first_view: bool },
+    /// Adopt it: start a worker that resumes it.
+    Adopt(WorkerIdentity),
+    /// Not ours to drive (being deleted, given up, lacking labels, shutting down).
+    Ignore(&'static str),
+}
+
+/// The books. See the module docs.
+#[derive(Debug)]
+pub struct Ledger<H, R> {
+    max_workers: usize,
+    workers: HashMap<String, WorkerEntry<H>>,
+    by_event: HashMap<String, HashSet<String>>,
+    by_task: HashMap<String, HashSet<String>>,
+    events: HashMap<String, Progress<R>>,
+    /// Acknowledged events that still have live workers.
+    acked: HashSet<String>,
+    queue: VecDeque<Waiting<R>>,
+    /// Pods of workers given up on: the watch must not adopt them again.
+    given_up: HashSet<String>,
+    /// Pods seen in the current re-list, while one runs.
+    relist: Option<HashSet<String>>,
+    /// The first pod list is done: adoption is complete and capacity is known.
+    pub synced: bool,
+    pub stopping: bool,
+    pub restarts_total: u64,
+}
+
+impl<H: Clone, R> Ledger<H, R> {
+    pub fn new(max_workers: usize) -> Self {
+        Ledger {
+            max_workers,
+            workers: HashMap::new(),
+            by_event: HashMap::new(),
+            by_task: HashMap::new(),
+            events: HashMap::new(),
+            acked: HashSet::new(),
+            queue: VecDeque::new(),
+            given_up: HashSet::new(),
+            relist: None,
+            synced: false,
+            stopping: false,
+            restarts_total: 0,
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn free_slots(&self) -> usize {
+        self.max_workers.saturating_sub(self.workers.len())
+    }
+
+    /// scale_up events waiting in the queue.
+    pub fn queued_ups(&self) -> usize {
+        self.queue
+            .iter()
+            .filter(|w| matches!(w, Waiting::Up(_)))
+            .count()
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn worker(&self, pod: &str) -> Option<&WorkerEntry<H>> {
+        self.workers.get(pod)
+    }
+
+    pub fn handle(&self, pod: &str) -> Option<H> {
+        self.workers.get(pod).map(|w| w.handle.clone())
+    }
+
+    pub fn is_acked(&self, event_id: &str) -> bool {
+        self.acked.contains(event_id)
+    }
+
+    pub fn has_workers_of(&self, event_id: &str) -> bool {
+        self.by_event.get(event_id).is_some_and(|s| !s.is_empty())
+    }
+
+    /// Pods of a scale_up that do not exist yet (a redelivered event needs none, and
+    /// indices a scale_down took are never created).
+    fn new_pods_needed(&self, event: &ScaleEvent) -> usize {
+        let ScaleKind::Up { pod_count } = event.kind else {
+            return 0;
+        };
+        let cancelled = self.events.get(&event.event_id).map(|p| &p.cancelled);
+        (0..pod_count)
+            .filter(|i| cancelled.is_none_or(|c| !c.contains(i)))
+            .filter(|i| {
+                let name = crate::pods::pod_name(&event.task_id, &event.event_id, *i);
+                !self.workers.contains_key(&name)
+            })
+            .count()
+    }
+
+    /// Decides what happens to a scale event that just arrived. A scale_up that fits
+    /// goes now; one that does not, or arrives before the first list or behind others,
+    /// waits in order. A scale_down goes now once synced (it takes effect on queued
+    /// scale_ups of its task too, so stream order holds); before that it waits.
+    pub fn admit(&mut self, event: ScaleEvent, responder: R) -> Admission<R> {
+        if let ScaleKind::Down { .. } = event.kind {
+            if self.synced {
+                return Admission::ScaleDown(event, responder);
+            }
+            self.queue.push_back(Waiting::Down { event, responder });
+            return Admission::Queued;
+        }
+        if let Some(progress) = self.events.get_mut(&event.event_id) {
+            progress.responders.push(responder);
+            return Admission::Joined;
+        }
+        let fits = self.synced
+            && self.queued_ups() == 0
+            && self.new_pods_needed(&event) <= self.free_slots();
+        let mut progress = Progress::new(!fits);
+        progress.responders.push(responder);
+        self.events.insert(event.event_id.clone(), progress);
+        if fits {
+            Admission::StartUp(event)
+        } else {
+            self.queue.push_back(Waiting::Up(event));
+            Admission::Queued
+        }
+    }
+
+    /// The next queued event that can go now, in order: scale_ups while they fit (one
+    /// that does not fit holds back the scale_ups behind it), scale_downs always.
+    pub fn next_ready(&mut self) -> Option<Ready<R>> {
+        if !self.synced || self.stopping {
+            return None;
+        }
+        let mut blocked = false;
+        for i in 0..self.queue.len() {
+            let go = match &self.queue[i] {
+                Waiting::Down { .. } => true,
+                Waiting::Up(event) if !blocked => {
+                    let fits = self.new_pods_needed(event) <= self.free_slots();
+                    blocked = !fits;
+                    fits
+                }
+                Waiting::Up(_) => false,
+            };
+            if !go {
+                continue;
+            }
+            return match self.queue.remove(i)? {
+                Waiting::Down { event, responder } => Some(Ready::Down(event, responder)),
+                Waiting::Up(event) => {
+                    if let Some(p) = self.events.get_mut(&event.event_id) {
+                        p.queued = false;
+                    }
+                    Some(Ready::Up(event))
+                }
+            };
+        }
+        None
+    }
+
+    /// The workers a scale_up that goes now must start (those that do not exist yet),
+    /// and records the event as waiting for every one of its pods not yet settled.
+    /// The shell spawns each and calls [`Ledger::add_worker`].
+    pub fn start_up(&mut self, event: &ScaleEvent) -> Vec<WorkerIdentity> {
+        let ScaleKind::Up { pod_count } = event.kind else {
+            return Vec::new();
+        };
+        let progress = self
+            .events
+            .entry(event.event_id.clone())
+            .or_insert_with(|| Progress::new(false));
+        progress.queued = false;
+        let cancelled = progress.cancelled.clone();
+        let mut to_start = Vec::new();
+        let mut waiting = HashSet::new();
+        let mut pods = Vec::with_capacity(pod_count as usize);
+        for index in 0..pod_count {
+            let identity = WorkerIdentity {
+                task_id: event.task_id.clone(),
+                event_id: event.event_id.clone(),
+                index,
+            };
+            let name = identity.pod_name();
+            match self.workers.get(&name) {
+                _ if cancelled.contains(&index) => {}
+                Some(w) if w.settled => {}
+                Some(_) => {
+                    waiting.insert(name.clone());
+                }
+                None => {
+                    waiting.insert(name.clone());
+                    to_start.push(identity);
+                }
+            }
+            pods.push(name);
+        }
+        if let Some(progress) = self.events.get_mut(&event.event_id) {
+            progress.pods = pods;
+            progress.waiting.extend(waiting);
+        }
+        to_start
+    }
+
+    /// Records a worker the shell just started.
+    pub fn add_worker(&mut self, identity: WorkerIdentity, handle: H, start: &WorkerStart) {
+        let name = identity.pod_name();
+        let (settled, unsent, never_created, last, cancelled) = match start {
+            WorkerStart::Create {
+                pod,
+                read_at,
+                built_at,
+            } => (
+                false,
+                Some((pod.clone(), *read_at, *built_at)),
+                false,
+                None,
+                false,
+            ),
+            WorkerStart::Resume(r) => (r.settled, None, false, r.observation.clone(), r.cancelled),
+            WorkerStart::CancelledBeforeCreation => (false, None, true, None, true),
+        };
+        self.by_event
+            .entry(identity.event_id.clone())
+            .or_default()
+            .insert(name.clone());
+        self.by_task
+            .entry(identity.task_id.clone())
+            .or_default()
+            .insert(name.clone());
+        self.workers.insert(
+            name,
+            WorkerEntry {
+                identity,
+                handle,
+                incarnation: 0,
+                restarts: 0,
+                settled,
+                unsent,
+                never_created,
+                last,
+                reported: None,
+                cancelled,
+            },
+        );
+    }
+
+    /// Whether a new worker of `event_id` may delete its pod once reported.
+    pub fn delete_allowed(&self, event_id: &str) -> bool {
+        self.acked.contains(event_id)
+    }
+
+    /// The worker's create settled (or its cancelled result is durable): its event
+    /// stops waiting for it. Returns the event's answer and who waits for it, once every
+    /// pod of the event settled.
+    pub fn settle(&mut self, pod: &str) -> Option<(EventAccepted, Vec<R>)> {
+        let entry = self.workers.get_mut(pod)?;
+        entry.settled = true;
+        entry.unsent = None;
+        let event_id = entry.identity.event_id.clone();
+        if let Some(progress) = self.events.get_mut(&event_id) {
+            progress.waiting.remove(pod);
+        }
+        self.complete(&event_id)
+    }
+
+    /// Answers the event if nothing of it waits any more.
+    pub fn complete(&mut self, event_id: &str) -> Option<(EventAccepted, Vec<R>)> {
+        let done = self
+            .events
+            .get(event_id)
+            .is_some_and(|p| !p.queued && p.waiting.is_empty());
+        if !done {
+            return None;
+        }
+        let progress = self.events.remove(event_id)?;
+        Some((
+            EventAccepted {
+                event_id: event_id.to_string(),
+                pods: progress.pods,
+            },
+            progress.responders,
+        ))
+    }
+
+    /// The settle timeout of a started event passed: hands back who still waits (the
+    /// shell refuses them; the entry stays pending). The workers carry on.
+    pub fn expire(&mut self, event_id: &str) -> Vec<R> {
+        match self.events.get_mut(event_id) {
+            Some(p) if !p.queued => std::mem::take(&mut p.responders),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A scale_down: cancels up to `count` unfinished workers of its task (all without
+    /// a count): queued ones first (most recent event first; they never ran), then
+    /// Pending ones, then the most recently started.
+    pub fn scale_down(&mut self, event: &ScaleEvent) -> DownPlan {
+        let ScaleKind::Down { pod_count } = event.kind else {
+            return DownPlan::default();
+        };
+        let mut left = pod_count.map_or(usize::MAX, |c| c as usize);
+        let mut plan = DownPlan::default();
+        // Queued scale_ups of the task, newest first: they never ran.
+        let queued: Vec<(usize, String, u32)> = self
+            .queue
+            .iter()
+            .enumerate()
+            .rev()
+            .filter_map(|(i, w)| match w {
+                Waiting::Up(up) if up.task_id == event.task_id => match up.kind {
+                    ScaleKind::Up { pod_count } => Some((i, up.event_id.clone(), pod_count)),
+                    ScaleKind::Down { .. } => None,
+                },
+                _ => None,
+            })
+            .collect();
+        let mut emptied = Vec::new();
+        for (i, event_id, pod_count) in queued {
+            let Some(progress) = self.events.get_mut(&event_id) else {
+                continue;
+            };
+            for index in (0..pod_count).rev() {
+                if left == 0 {
+                    break;
+                }
+                if progress.cancelled.insert(index) {
+                    left -= 1;
+                    let identity = WorkerIdentity {
+                        task_id: event.task_id.clone(),
+                        event_id: event_id.clone(),
+                        index,
+                    };
+                    // Its answer waits for the cancelled result (the worker the shell
+                    // starts for it).
+                    progress.waiting.insert(identity.pod_name());
+                    progress.pods.push(identity.pod_name());
+                    plan.cancel_queued.push(identity);
+                }
+            }
+            if progress.cancelled.len() == pod_count as usize {
+                // Nothing of it is left to start: it leaves the queue.
+                progress.queued = false;
+                emptied.push(i);
+            }
+        }
+        // Highest index first, so removals do not shift the ones still to remove.
+        emptied.sort_unstable_by(|a, b| b.cmp(a));
+        for i in emptied {
+            self.queue.remove(i);
+        }
+        if left > 0 {
+            let candidates = self
+                .by_task
+                .get(&event.task_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|name| self.workers.get(name).map(|w| (name, w)))
+                .filter(|(_, w)| w.reported.is_none() && !w.cancelled)
+                .map(|(name, w)| CancelCandidate {
+                    pod: name.clone(),
+                    pending: w.last.as_ref().is_none_or(|o| o.phase == PodPhase::Pending),
+                    started_at: w.last.as_ref().and_then(|o| o.started_at),
+                })
+                .collect();
+            let count = u32::try_from(left).ok();
+            plan.cancel = select_for_scale_down(candidates, count);
+        }
+        for name in &plan.cancel {
+            if let Some(w) = self.workers.get_mut(name) {
+                w.cancelled = true;
+            }
+        }
+        plan
+    }
+
+    /// A worker reported its result. Returns whether it is its first report (for the
+    /// metrics).
+    pub fn reported(&mut self, result: &WorkerFinished) -> bool {
+        match self.workers.get_mut(&result.pod) {
+            Some(w) if w.reported.is_none() => {
+                w.reported = Some(result.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A worker is done (reported and its pod gone): forget it. Its event is forgotten
+    /// as acknowledged once it has no live worker left.
+    pub fn remove(&mut self, pod: &str) -> Option<WorkerEntry<H>> {
+        let entry = self.workers.remove(pod)?;
+        let event_id = &entry.identity.event_id;
+        if let Some(set) = self.by_event.get_mut(event_id) {
+            set.remove(pod);
+            if set.is_empty() {
+                self.by_event.remove(event_id);
+                self.acked.remove(event_id);
+            }
+        }
+        if let Some(set) = self.by_task.get_mut(&entry.identity.task_id) {
+            set.remove(pod);
+            if set.is_empty() {
+                self.by_task.remove(&entry.identity.task_id);
+            }
+        }
+        Some(entry)
+    }
+
+    /// The event's entry was acknowledged: its live workers may delete their pods.
+    /// Returns them.
+    pub fn acknowledged(&mut self, event_id: &str) -> Vec<String> {
+        let pods: Vec<String> = self
+            .by_event
+            .get(event_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        if !pods.is_empty() {
+            self.acked.insert(event_id.to_string());
+        }
+        pods
+    }
+
+    /// A worker stopped; `error` unless it stopped because it was done.
+    pub fn stopped(&mut self, pod: &str, incarnation: u32, error: Option<&str>) -> AfterStop {
+        let Some(error) = error else {
+            return AfterStop::Nothing;
+        };
+        if self.stopping {
+            return AfterStop::Nothing;
+        }
+        let Some(entry) = self.workers.get_mut(pod) else {
+            return AfterStop::Nothing;
+        };
+        if entry.incarnation != incarnation {
+            return AfterStop::Nothing;
+        }
+        entry.restarts += 1;
+        entry.incarnation += 1;
+        self.restarts_total += 1;
+        let (restarts, incarnation) = (entry.restarts, entry.incarnation);
+        if restarts > GIVE_UP_RESTARTS {
+            self.remove(pod);
+            self.given_up.insert(pod.to_string());
+            return AfterStop::GiveUp;
+        }
+        let mut failed = None;
+        if restarts > MAX_RESTARTS && entry.reported.is_none() {
+            let identity = &entry.identity;
+            let result = WorkerFinished {
+                task_id: identity.task_id.clone(),
+                event_id: identity.event_id.clone(),
+                pod: pod.to_string(),
+                worker_index: identity.index,
+                outcome: Outcome::Failed,
+                exit_code: None,
+                reason: Some(format!("restart budget exhausted: {error}")),
+                duration_ms: 0,
+                finished_at: jiff::Timestamp::now().to_string(),
+            };
+            entry.reported = Some(result.clone());
+            failed = Some(Box::new(result));
+        }
+        AfterStop::Restart {
+            attempt: restarts.saturating_sub(1),
+            incarnation,
+            failed,
+        }
+    }
+
+    /// How incarnation `incarnation` of a worker starts, from what is known now: a pod
+    /// never created (and not cancelled) is created again; otherwise it resumes from the
+    /// watch's latest view and the result already reported. `None` if the worker is
+    /// gone or a newer incarnation runs.
+    pub fn restart(&self, pod: &str, incarnation: u32) -> Option<(WorkerIdentity, WorkerStart)> {
+        let entry = self.workers.get(pod)?;
+        if entry.incarnation != incarnation || self.stopping {
+            return None;
+        }
+        let start = match (&entry.unsent, entry.settled) {
+            _ if entry.never_created && entry.reported.is_none() => {
+                WorkerStart::CancelledBeforeCreation
+            }
+            (Some((pod, read_at, built_at)), false) if !entry.cancelled => WorkerStart::Create {
+                pod: pod.clone(),
+                read_at: *read_at,
+                built_at: *built_at,
+            },
+            _ => WorkerStart::Resume(Box::new(Resume {
+                observation: entry.last.clone(),
+                reported: entry.reported.clone(),
+                cancelled: entry.cancelled,
+                settled: entry.settled,
+                delete_allowed: self.acked.contains(&entry.identity.event_id),
+            })),
+        };
+        Some((entry.identity.clone(), start))
+    }
+
+    /// Records a restarted worker's new handle.
+    pub fn restarted(&mut self, pod: &str, handle: H) {
+        if let Some(w) = self.workers.get_mut(pod) {
+            w.handle = handle;
+        }
+    }
+
+    /// A pod the watch shows: where it goes.
+    pub fn route(&mut self, obs: &PodObservation) -> Route {
+        if let Some(seen) = self.relist.as_mut() {
+            seen.insert(obs.name.clone());
+        }
+        if let Some(w) = self.workers.get_mut(&obs.name) {
+            let first_view = w.last.is_none();
+            w.last = Some(obs.clone());
+            return Route::Worker { first_view };
+        }
+        if self.given_up.contains(&obs.name) {
+            return Route::Ignore("given up after failing repeatedly");
+        }
+        if obs.deleting {
+            // Being deleted and not ours: a worker already reported it and asked for this.
+            return Route::Ignore("being deleted");
+        }
+        if self.stopping {
+            return Route::Ignore("shutting down");
+        }
+        let (Some(task_id), Some(index), Some(event_id)) =
+            (obs.task_id.clone(), obs.worker_index, obs.event_id.clone())
+        else {
+            return Route::Ignore("lacks the task-id, worker-index or event-id it needs");
+        };
+        let identity = WorkerIdentity {
+            task_id,
+            event_id,
+            index,
+        };
+        if identity.pod_name() != obs.name {
+            return Route::Ignore("its name does not match its labels");
+        }
+        Route::Adopt(identity)
+    }
+
+    /// A pod was deleted: a given-up one may be forgotten.
+    pub fn pod_deleted(&mut self, pod: &str) {
+        self.given_up.remove(pod);
+    }
+
+    /// The watch starts a re-list.
+    pub fn relisting(&mut self) {
+        self.relist = Some(HashSet::new());
+    }
+
+    /// The re-list is done: the settled workers whose pod it did not show, which must
+    /// confirm with a lookup whether it is gone. The first list also syncs the books.
+    pub fn list_done(&mut self) -> Vec<String> {
+        let seen = self.relist.take().unwrap_or_default();
+        self.synced = true;
+        self.workers
+            .iter()
+            .filter(|(name, w)| w.settled && !w.never_created && !seen.contains(*name))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Stops taking events: hands back every queued responder (to refuse them).
+    pub fn stop(&mut self) -> Vec<R> {
+        self.stopping = true;
+        let mut refused = Vec::new();
+        for waiting in self.queue.drain(..) {
+            match waiting {
+                Waiting::Down { responder, .. } => refused.push(responder),
+                Waiting::Up(event) => {
+                    if let Some(p) = self.events.remove(&event.event_id) {
+                        refused.extend(p.responders);
+                    }
+                }
+            }
+        }
+        refused
+    }
+}
+
+#[cfg(test)]
+mod tests;

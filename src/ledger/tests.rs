@@ -1,0 +1,426 @@
+//! The Supervisor's books without actors: admission, the queue, scale_down on live and
+//! queued workers, settling, acknowledgement, restarts and adoption.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::*;
+use crate::messages::{PodObservation, PodPhase, ScaleEvent, ScaleKind};
+
+type Books = Ledger<u32, &'static str>;
+
+fn up(event_id: &str, task: &str, pod_count: u32) -> ScaleEvent {
+    ScaleEvent {
+        event_id: event_id.into(),
+        kind: ScaleKind::Up { pod_count },
+        task_id: task.into(),
+        template: "default".into(),
+        metadata: Default::default(),
+        timestamp: None,
+        read_at: Instant::now(),
+    }
+}
+
+fn down(event_id: &str, task: &str, pod_count: Option<u32>) -> ScaleEvent {
+    ScaleEvent {
+        kind: ScaleKind::Down { pod_count },
+        ..up(event_id, task, 1)
+    }
+}
+
+fn create() -> WorkerStart {
+    WorkerStart::Create {
+        pod: Arc::new(Default::default()),
+        read_at: Instant::now(),
+        built_at: jiff::Timestamp::now(),
+    }
+}
+
+fn synced(max: usize) -> Books {
+    let mut books = Books::new(max);
+    books.relisting();
+    assert!(books.list_done().is_empty());
+    books
+}
+
+/// Admits and starts a scale_up that fits; returns the names of its new workers.
+fn start(books: &mut Books, event: ScaleEvent, who: &'static str) -> Vec<String> {
+    let Admission::StartUp(event) = books.admit(event, who) else {
+        panic!("expected to start now");
+    };
+    spawn_all(books, &event)
+}
+
+fn spawn_all(books: &mut Books, event: &ScaleEvent) -> Vec<String> {
+    let ids = books.start_up(event);
+    ids.into_iter()
+        .map(|id| {
+            let name = id.pod_name();
+            books.add_worker(id, 0, &create());
+            name
+        })
+        .collect()
+}
+
+fn observation(name: &str, phase: PodPhase) -> PodObservation {
+    PodObservation {
+        phase,
+        ..PodObservation::pending(name)
+    }
+}
+
+#[test]
+fn a_scale_up_is_answered_once_every_create_settled() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 3), "a");
+    assert_eq!(books.active(), 3);
+    assert!(books.settle(&pods[0]).is_none());
+    assert!(books.settle(&pods[1]).is_none());
+    let (accepted, who) = books.settle(&pods[2]).expect("answered");
+    assert_eq!(accepted.pods, pods);
+    assert_eq!(who, vec!["a"]);
+}
+
+#[test]
+fn a_redelivered_scale_up_joins_or_finds_its_workers() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 2), "first");
+    assert!(matches!(
+        books.admit(up("1-0", "t", 2), "again"),
+        Admission::Joined
+    ));
+    books.settle(&pods[0]);
+    let (_, who) = books.settle(&pods[1]).expect("answered");
+    assert_eq!(who, vec!["first", "again"]);
+    // Delivered once more after it was answered: nothing new to create, answered at once.
+    let Admission::StartUp(event) = books.admit(up("1-0", "t", 2), "third") else {
+        panic!("starts");
+    };
+    assert!(books.start_up(&event).is_empty());
+    let (accepted, who) = books.complete("1-0").expect("answered at once");
+    assert_eq!((accepted.pods.len(), who), (2, vec!["third"]));
+    assert_eq!(books.active(), 2);
+}
+
+#[test]
+fn events_wait_in_order_for_capacity_and_the_first_list() {
+    let mut books = Books::new(3);
+    assert!(matches!(
+        books.admit(up("1-0", "a", 2), "a"),
+        Admission::Queued
+    ));
+    assert!(books.next_ready().is_none(), "not synced yet");
+    books.relisting();
+    books.list_done();
+    let Some(Ready::Up(first)) = books.next_ready() else {
+        panic!("first goes once synced");
+    };
+    let pods = spawn_all(&mut books, &first);
+    // 1 slot left: a 2-pod event waits, and so does a 1-pod one behind it (order).
+    assert!(matches!(
+        books.admit(up("2-0", "b", 2), "b"),
+        Admission::Queued
+    ));
+    assert!(matches!(
+        books.admit(up("3-0", "c", 1), "c"),
+        Admission::Queued
+    ));
+    assert!(books.next_ready().is_none());
+    assert_eq!(books.queued_ups(), 2);
+    books.remove(&pods[0]);
+    let Some(Ready::Up(second)) = books.next_ready() else {
+        panic!("fits now");
+    };
+    assert_eq!(second.event_id, "2-0");
+    spawn_all(&mut books, &second);
+    assert!(books.next_ready().is_none(), "no slot for the third");
+}
+
+#[test]
+fn a_scale_down_before_the_first_list_waits_for_it_in_order() {
+    let mut books = Books::new(10);
+    assert!(matches!(
+        books.admit(up("1-0", "t", 2), "up"),
+        Admission::Queued
+    ));
+    assert!(matches!(
+        books.admit(down("2-0", "t", None), "down"),
+        Admission::Queued
+    ));
+    books.relisting();
+    books.list_done();
+    let Some(Ready::Up(event)) = books.next_ready() else {
+        panic!("the scale_up first");
+    };
+    let pods = spawn_all(&mut books, &event);
+    let Some(Ready::Down(event, "down")) = books.next_ready() else {
+        panic!("then the scale_down");
+    };
+    let plan = books.scale_down(&event);
+    let mut cancelled = plan.cancel.clone();
+    cancelled.sort();
+    let mut expected = pods.clone();
+    expected.sort();
+    assert_eq!(cancelled, expected);
+}
+
+#[test]
+fn a_scale_down_cancels_queued_workers_first_and_they_are_never_created() {
+    let mut books = synced(2);
+    let running = start(&mut books, up("1-0", "t", 2), "first");
+    for p in &running {
+        books.settle(p);
+        books.route(&observation(p, PodPhase::Running));
+    }
+    assert!(matches!(
+        books.admit(up("2-0", "t", 3), "queued"),
+        Admission::Queued
+    ));
+    let plan = books.scale_down(&down("3-0", "t", Some(2)));
+    assert!(plan.cancel.is_empty(), "the running ones stay: {plan:?}");
+    let taken: Vec<u32> = plan.cancel_queued.iter().map(|i| i.index).collect();
+    assert_eq!(taken, vec![2, 1]);
+    // The cancelled-before-creation workers are started; their results settle the event
+    // together with the rest, which is created once capacity frees.
+    for id in plan.cancel_queued {
+        let name = id.pod_name();
+        books.add_worker(id, 0, &WorkerStart::CancelledBeforeCreation);
+        assert!(books.settle(&name).is_none());
+        books.remove(&name);
+    }
+    books.remove(&running[0]);
+    let Some(Ready::Up(event)) = books.next_ready() else {
+        panic!("one pod needed, one slot free");
+    };
+    let created = spawn_all(&mut books, &event);
+    assert_eq!(created, vec![crate::pods::pod_name("t", "2-0", 0)]);
+    let (accepted, who) = books.settle(&created[0]).expect("answered");
+    assert_eq!(accepted.pods.len(), 3);
+    assert_eq!(who, vec!["queued"]);
+}
+
+#[test]
+fn a_scale_down_of_every_queued_worker_takes_the_event_out_of_the_queue() {
+    let mut books = synced(1);
+    let running = start(&mut books, up("1-0", "other", 1), "x");
+    assert!(matches!(
+        books.admit(up("2-0", "t", 2), "queued"),
+        Admission::Queued
+    ));
+    let plan = books.scale_down(&down("3-0", "t", None));
+    assert_eq!(plan.cancel_queued.len(), 2);
+    assert_eq!(plan.pods().len(), 2);
+    assert_eq!(books.queued_ups(), 0);
+    let mut answer = None;
+    for id in plan.cancel_queued {
+        let name = id.pod_name();
+        books.add_worker(id, 0, &WorkerStart::CancelledBeforeCreation);
+        answer = books.settle(&name);
+    }
+    let (_, who) = answer.expect("answered once both cancelled results are durable");
+    assert_eq!(who, vec!["queued"]);
+    assert_eq!(
+        books.active(),
+        3,
+        "over capacity only by workers that make no pod"
+    );
+    let _ = running;
+}
+
+#[test]
+fn a_scale_down_picks_pending_before_running_and_skips_reported_ones() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 3), "a");
+    books.route(&observation(&pods[0], PodPhase::Running));
+    books.route(&observation(&pods[1], PodPhase::Pending));
+    books.route(&observation(&pods[2], PodPhase::Running));
+    let done = WorkerFinished {
+        task_id: "t".into(),
+        event_id: "1-0".into(),
+        pod: pods[2].clone(),
+        worker_index: 2,
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        reason: None,
+        duration_ms: 1,
+        finished_at: String::new(),
+    };
+    assert!(books.reported(&done));
+    assert!(!books.reported(&done), "only the first report counts");
+    let plan = books.scale_down(&down("2-0", "t", Some(1)));
+    assert_eq!(plan.cancel, vec![pods[1].clone()]);
+    let plan = books.scale_down(&down("3-0", "t", None));
+    assert_eq!(
+        plan.cancel,
+        vec![pods[0].clone()],
+        "cancelled and reported ones are skipped"
+    );
+    assert_eq!(
+        books.scale_down(&down("4-0", "other", None)),
+        DownPlan::default()
+    );
+}
+
+#[test]
+fn acknowledgement_reaches_the_events_workers_and_is_forgotten_with_them() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 2), "a");
+    let mut told = books.acknowledged("1-0");
+    told.sort();
+    let mut expected = pods.clone();
+    expected.sort();
+    assert_eq!(told, expected);
+    assert!(books.delete_allowed("1-0"));
+    books.remove(&pods[0]);
+    assert!(books.is_acked("1-0"));
+    books.remove(&pods[1]);
+    assert!(!books.is_acked("1-0"), "forgotten with its last worker");
+    assert!(books.acknowledged("9-0").is_empty());
+    assert!(!books.is_acked("9-0"), "no workers: nothing to remember");
+}
+
+#[test]
+fn a_failing_worker_is_restarted_then_reported_failed_then_given_up_and_never_readopted() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 1), "a");
+    let pod = &pods[0];
+    let mut incarnation = 0;
+    let mut failed = 0;
+    for round in 1..=GIVE_UP_RESTARTS {
+        match books.stopped(pod, incarnation, Some("boom")) {
+            AfterStop::Restart {
+                attempt,
+                incarnation: next,
+                failed: f,
+            } => {
+                assert_eq!(attempt, round - 1);
+                incarnation = next;
+                if let Some(result) = f {
+                    // As the shell does: the final result settles the worker's event.
+                    books.settle(pod);
+                    failed += 1;
+                    assert_eq!(result.outcome, Outcome::Failed);
+                    assert_eq!(
+                        result.reason.as_deref(),
+                        Some("restart budget exhausted: boom")
+                    );
+                }
+                let (_, start) = books.restart(pod, incarnation).expect("restarts");
+                if round <= MAX_RESTARTS {
+                    assert!(
+                        matches!(start, WorkerStart::Create { .. }),
+                        "never created yet"
+                    );
+                } else {
+                    assert!(matches!(start, WorkerStart::Resume(ref r) if r.reported.is_some()));
+                }
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_eq!(failed, 1, "the failed result is decided once");
+    assert_eq!(
+        books.stopped(pod, incarnation - 1, Some("old")),
+        AfterStop::Nothing
+    );
+    assert_eq!(
+        books.stopped(pod, incarnation, Some("boom")),
+        AfterStop::GiveUp
+    );
+    assert_eq!(books.active(), 0);
+    // The watch shows the pod again: it is not adopted with a fresh budget.
+    let mut seen = observation(pod, PodPhase::Running);
+    seen.task_id = Some("t".into());
+    seen.worker_index = Some(0);
+    seen.event_id = Some("1-0".into());
+    assert!(matches!(books.route(&seen), Route::Ignore(_)));
+    books.pod_deleted(pod);
+    assert!(matches!(books.route(&seen), Route::Adopt(_)));
+}
+
+#[test]
+fn a_clean_stop_or_a_stop_while_shutting_down_restarts_nothing() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 1), "a");
+    assert_eq!(books.stopped(&pods[0], 0, None), AfterStop::Nothing);
+    assert!(books.stop().is_empty());
+    assert_eq!(books.stopped(&pods[0], 0, Some("x")), AfterStop::Nothing);
+}
+
+#[test]
+fn pods_are_routed_to_their_worker_or_adopted() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 1), "a");
+    assert_eq!(
+        books.route(&observation(&pods[0], PodPhase::Pending)),
+        Route::Worker { first_view: true }
+    );
+    assert_eq!(
+        books.route(&observation(&pods[0], PodPhase::Running)),
+        Route::Worker { first_view: false }
+    );
+    let stranger = crate::pods::pod_name("u", "5-0", 1);
+    let mut obs = observation(&stranger, PodPhase::Running);
+    assert!(matches!(books.route(&obs), Route::Ignore(_)), "no labels");
+    obs.task_id = Some("u".into());
+    obs.worker_index = Some(1);
+    obs.event_id = Some("5-0".into());
+    assert!(matches!(books.route(&obs), Route::Adopt(ref id) if id.pod_name() == stranger));
+    obs.worker_index = Some(2);
+    assert!(
+        matches!(books.route(&obs), Route::Ignore(_)),
+        "name and labels disagree"
+    );
+    obs.worker_index = Some(1);
+    obs.deleting = true;
+    assert!(matches!(books.route(&obs), Route::Ignore(_)));
+}
+
+#[test]
+fn a_relist_names_settled_workers_it_did_not_show() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 3), "a");
+    books.settle(&pods[0]);
+    books.settle(&pods[1]);
+    books.relisting();
+    books.route(&observation(&pods[0], PodPhase::Running));
+    assert_eq!(
+        books.list_done(),
+        vec![pods[1].clone()],
+        "unsettled ones are creating"
+    );
+}
+
+#[test]
+fn an_expired_event_hands_back_its_waiters_but_not_while_queued() {
+    let mut books = synced(1);
+    let pods = start(&mut books, up("1-0", "t", 1), "a");
+    assert_eq!(books.expire("1-0"), vec!["a"]);
+    assert!(books.expire("1-0").is_empty());
+    assert!(matches!(
+        books.admit(up("2-0", "t", 1), "q"),
+        Admission::Queued
+    ));
+    assert!(
+        books.expire("2-0").is_empty(),
+        "waiting for capacity is not a stall"
+    );
+    // The expired event's workers carry on; a redelivery joins them.
+    assert!(matches!(
+        books.admit(up("1-0", "t", 1), "again"),
+        Admission::Joined
+    ));
+    let (_, who) = books.settle(&pods[0]).expect("answered");
+    assert_eq!(who, vec!["again"]);
+}
+
+#[test]
+fn stopping_refuses_every_queued_event() {
+    let mut books = Books::new(10);
+    books.admit(up("1-0", "t", 1), "up");
+    books.admit(down("2-0", "t", None), "down");
+    let mut refused = books.stop();
+    refused.sort();
+    assert_eq!(refused, vec!["down", "up"]);
+    assert_eq!(books.queue_len(), 0);
+}
