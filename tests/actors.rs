@@ -88,7 +88,9 @@ async fn seed_event_creates_three_contract_pods_and_reports_three_successes() {
         assert!(r.finished_at.parse::<jiff::Timestamp>().is_ok());
     }
     h.wait_no_pods(Duration::from_secs(30)).await;
-    assert_eq!(h.status().await.active, 0);
+    // A worker leaves once its DELETE is answered, which may come after the watch saw the
+    // pod go: wait for it, as a user watching the gauge would.
+    wait_active(&h, 0).await;
 }
 
 #[actix_rt::test]
@@ -110,8 +112,8 @@ async fn repeated_event_creates_no_extra_pod() {
 
     let results = h.results.wait_for(3, RESULTS_TIMEOUT).await;
     h.wait_no_pods(Duration::from_secs(30)).await;
-    // Give a duplicate a chance to show up before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No worker left alive: no further result can come.
+    wait_active(&h, 0).await;
     let results_after = h.results.all();
     assert_eq!(results.len(), 3);
     assert_eq!(results_after.len(), 3, "{results_after:?}");
@@ -176,7 +178,7 @@ async fn pod_deleted_behind_ottoscalers_back_is_lost() {
         .await
         .expect("accepted");
     // Let kubesim start it, then delete it as a person with kubectl would.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_running(&h, 1).await;
     h.pods
         .delete(&accepted.pods[0], &DeleteParams::default())
         .await
@@ -185,7 +187,7 @@ async fn pod_deleted_behind_ottoscalers_back_is_lost() {
     assert_eq!(results.len(), 1);
     assert_eq!(results[0].outcome, Outcome::Lost, "{results:?}");
     h.wait_no_pods(Duration::from_secs(30)).await;
-    assert_eq!(h.status().await.active, 0);
+    wait_active(&h, 0).await;
 }
 
 #[actix_rt::test]
@@ -278,22 +280,31 @@ async fn failed_worker_is_restarted_and_reports_once() {
         .await
         .expect("accepted");
     let pod = accepted.pods[0].clone();
-    // Fail it mid-lifecycle, twice.
-    for _ in 0..2 {
-        let found = h
+    // Fail it mid-lifecycle, twice: the second time once the restarted one runs.
+    for round in 0..2u64 {
+        let deadline = Instant::now() + RESULTS_TIMEOUT;
+        while !h
             .supervisor
             .send(FailWorker {
                 pod: pod.clone(),
                 reason: "test".into(),
             })
             .await
-            .expect("answer");
-        assert!(found);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+            .expect("answer")
+        {
+            assert!(Instant::now() < deadline, "the worker never ran again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = Instant::now() + RESULTS_TIMEOUT;
+        while h.status().await.restarts <= round {
+            assert!(Instant::now() < deadline, "{:?}", h.status().await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let results = h.results.wait_for(1, RESULTS_TIMEOUT).await;
     h.wait_no_pods(Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // No worker left alive: no further result can come.
+    wait_active(&h, 0).await;
     let results_after = h.results.all();
     assert_eq!(results.len(), 1);
     assert_eq!(results_after.len(), 1, "{results_after:?}");
@@ -362,7 +373,11 @@ async fn max_workers_defers_an_event_until_slots_free() {
         .supervisor
         .send(scale_up("900-1", "task-m2", 2, "default"));
     let second = tokio::spawn(second);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + RESULTS_TIMEOUT;
+    while h.status().await.queued_events == 0 {
+        assert!(Instant::now() < deadline, "{:?}", h.status().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = h.status().await;
     assert_eq!(status.queued_events, 1, "{status:?}");
     assert_eq!(status.active, 2);
@@ -388,13 +403,14 @@ async fn max_workers_defers_an_event_until_slots_free() {
 }
 
 /// With a single create slot, the creates go one after another and every slot is given
-/// back: all workers of the event still run, report and are cleaned up.
+/// back: all workers of the event still run, report and are cleaned up. The fault proxy
+/// in front of the API server counts the creates in flight: never more than one.
 #[actix_rt::test]
 async fn one_create_slot_still_runs_every_worker() {
     let mut settings = test_settings();
     settings.kubernetes.max_concurrent_creates = 1;
     sim_template(&mut settings, "default", &[(RUN_SECONDS, "0.2")]);
-    let h = Harness::start("oneslot", &settings).await;
+    let (h, proxied) = Harness::start_proxied("oneslot", &settings).await;
     let accepted = h
         .send(scale_up("950-0", "task-slot", 5, "default"))
         .await
@@ -406,6 +422,8 @@ async fn one_create_slot_still_runs_every_worker() {
         BTreeMap::from([("succeeded".into(), 5)])
     );
     h.wait_no_pods(Duration::from_secs(30)).await;
+    let stats = proxied.proxy.stats();
+    assert_eq!(stats.max_creates_in_flight, 1, "{stats:?}");
 }
 
 #[actix_rt::test]
