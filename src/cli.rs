@@ -19,11 +19,11 @@ const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One XADD.
 const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Event fields a `--meta` key may not use: the event's own fields (CONTRACT section 1).
+/// Event fields a `--meta` key may not use: the event's own fields (docs/contract.md section 1).
 const RESERVED_FIELDS: [&str; 5] = ["type", "task_id", "pod_count", "template", "timestamp"];
-/// Longest metadata key (CONTRACT section 1).
+/// Longest metadata key (docs/contract.md section 1).
 const MAX_META_KEY_LEN: usize = 63;
-/// Longest metadata value in bytes (CONTRACT section 1).
+/// Longest metadata value in bytes (docs/contract.md section 1).
 const MAX_META_VALUE_LEN: usize = 1024;
 
 /// Scales Otto CI build-agent pods on Kubernetes from a Redis Stream of scale events.

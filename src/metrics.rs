@@ -24,7 +24,7 @@ const POD_CREATE_BUCKETS: [f64; 13] = [
 const WORKER_DURATION_BUCKETS: [f64; 12] = [
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
 ];
-/// The outcomes of CONTRACT section 4, pre-created so a dashboard shows zeros, not gaps.
+/// The outcomes of docs/contract.md section 4, pre-created so a dashboard shows zeros, not gaps.
 const OUTCOMES: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "lost"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -1,4 +1,4 @@
-//! Outcome rules (CONTRACT.md section 4) and scale_down selection, as plain functions
+//! Outcome rules (docs/contract.md section 4) and scale_down selection, as plain functions
 //! over [`PodObservation`]s. Workers call these; tests call them directly.
 
 use std::time::Duration;

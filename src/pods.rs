@@ -1,5 +1,5 @@
 //! Worker pods as plain data: deterministic names, pod templates, and building the pod
-//! a worker creates (CONTRACT.md section 3). Nothing here talks to Kubernetes.
+//! a worker creates (docs/contract.md section 3). Nothing here talks to Kubernetes.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Configuration: one [`Settings`] struct, loaded once at start through the `config`
 //! crate (built-in defaults < file < environment), validated before anything runs.
 //!
-//! The keys and defaults are the user contract (CONTRACT.md section 9); the example file
+//! The keys and defaults are the user contract (docs/contract.md section 8); the example file
 //! `ottoscaler.example.toml` documents every one of them.
 //!
 //! # Sources, lowest precedence first

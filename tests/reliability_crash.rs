@@ -1,4 +1,4 @@
-//! Reliability under crashes (CONTRACT.md sections 2, 5 and 6): the compiled ottoscaler,
+//! Reliability under crashes (docs/contract.md sections 2, 5 and 6): the compiled ottoscaler,
 //! a separate process, is killed with SIGKILL at random moments while events stream in
 //! and restarted, under the same consumer name or a new one (as a new pod of a
 //! Deployment gets a new name); and two replicas run side by side until one dies
@@ -287,7 +287,7 @@ async fn wait_for_results(run: &mut Run, n: usize, otto: &Ottoscaler) {
 /// The deterministic form of a race the two-replica chaos test hits now and then:
 /// replica B adopts replica A's pods while A still holds their event (pending), A
 /// acknowledges the event and dies before deleting the finished pods. The event is
-/// acknowledged, so B must delete them (CONTRACT.md sections 2 and 6: a crash leaves
+/// acknowledged, so B must delete them (docs/contract.md sections 2 and 6: a crash leaves
 /// no pod behind).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_adopted_while_another_replica_held_their_event_go_once_it_acknowledges() {
@@ -335,7 +335,7 @@ async fn pods_adopted_while_another_replica_held_their_event_go_once_it_acknowle
 /// A replica died after creating the pods of an event and before acknowledging it; the
 /// entry was then trimmed from the stream (MAXLEN, XDEL) while still pending. The
 /// restarted ottoscaler (a new consumer name) adopts the pods, and claiming the gone
-/// entry dead-letters it, which acknowledges it (CONTRACT.md section 1): so the finished
+/// entry dead-letters it, which acknowledges it (docs/contract.md section 1): so the finished
 /// pods must be reported and deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_adopted_for_an_entry_trimmed_while_pending_go_once_it_is_dead_lettered() {

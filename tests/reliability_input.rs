@@ -1,4 +1,4 @@
-//! Bad input (CONTRACT.md section 1): malformed and hostile events (wrong types, huge
+//! Bad input (docs/contract.md section 1): malformed and hostile events (wrong types, huge
 //! and negative numbers, long and non-UTF-8 strings, shell and SQL injection attempts,
 //! newlines, unicode, thousands of fields).
 //!
@@ -262,7 +262,7 @@ fn whole_number(s: &str) -> Option<u128> {
     digits.parse().ok()
 }
 
-/// CONTRACT.md section 1, rule by rule: the expected event, or the first broken rule.
+/// docs/contract.md section 1, rule by rule: the expected event, or the first broken rule.
 fn contract(fields: &[(String, Vec<u8>)]) -> Result<Expected, String> {
     if fields.is_empty() {
         return Err("no fields".into());

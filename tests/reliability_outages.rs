@@ -1,4 +1,4 @@
-//! Reliability when what ottoscaler depends on fails (CONTRACT.md sections 2, 5, 7):
+//! Reliability when what ottoscaler depends on fails (docs/contract.md sections 2, 5, 7):
 //! Redis killed and restarted with its append-only file, kube-apiserver restarted on
 //! the same etcd, and an API server that answers a share of requests with 429, 500,
 //! 503, connection resets and delays (through `testenv::FaultProxy`). Each time every

@@ -1,4 +1,4 @@
-//! Security (CONTRACT.md sections 3 and 7, README "Worker pods"):
+//! Security (docs/contract.md sections 3 and 7, README "Worker pods"):
 //!
 //! - event content can never change a worker pod's image, command, service account or
 //!   security settings: hostile metadata named `image`, `command`, `serviceAccountName`,

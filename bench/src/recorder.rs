@@ -16,7 +16,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::{oneshot, watch};
 
-/// The annotations ottoscaler puts on every worker pod (CONTRACT.md section 3).
+/// The annotations ottoscaler puts on every worker pod (docs/contract.md section 3).
 pub const EVENT_ID: &str = "ottoscaler.io/event-id";
 pub const CREATED_AT: &str = "ottoscaler.io/created-at";
 

@@ -31,7 +31,7 @@ const PREFIX: &str = "OTTOSCALER";
 /// the overrides (where it would be the unknown key `config`).
 pub(super) const CONFIG_VAR: &str = "OTTOSCALER_CONFIG";
 
-/// Default `<stream>:dead`: a renamed stream keeps its own dead letters (CONTRACT section 1).
+/// Default `<stream>:dead`: a renamed stream keeps its own dead letters (docs/contract.md section 1).
 const DEAD_LETTER_STREAM: &str = "redis.dead_letter_stream";
 /// Default 50, but never more than `limits.max_workers`: `OTTOSCALER_LIMITS__MAX_WORKERS=20`
 /// alone must give a valid configuration. Set explicitly above `max_workers`, it is an error.
