@@ -101,8 +101,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         worker_env: Arc::new(WorkerEnv::new(pods.clone(), &settings, metrics.clone())),
         templates,
         max_workers: limits.max_workers as usize,
-        // TODO(lead): limits.settle_timeout once the setting lands.
-        settle_timeout: Duration::from_secs(600),
+        settle_timeout: limits.settle_timeout,
         restart_backoff: crate::retry::Backoff::RESTART,
         results: publisher.recipient(),
         pending_checker: Some(reader.clone().recipient()),

@@ -26,6 +26,33 @@ const WORKER_DURATION_BUCKETS: [f64; 12] = [
 ];
 /// The outcomes of docs/contract.md section 4, pre-created so a dashboard shows zeros, not gaps.
 const OUTCOMES: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "lost"];
+/// The `(type, result)` pairs of `ottoscaler_events_total` that can happen: a valid
+/// event is accepted, refused (retried later) or dead-lettered after too many
+/// deliveries; an invalid one is only ever dead-lettered.
+const EVENT_SERIES: [(&str, &str); 7] = [
+    ("scale_up", "accepted"),
+    ("scale_up", "refused"),
+    ("scale_up", "dead_lettered"),
+    ("scale_down", "accepted"),
+    ("scale_down", "refused"),
+    ("scale_down", "dead_lettered"),
+    ("invalid", "dead_lettered"),
+];
+/// The `(verb, code)` pairs of `ottoscaler_kube_requests_total` pre-created at 0: for
+/// each verb ottoscaler sends, its success code and `error` (no response). Other codes
+/// (404, 409, 429, 5xx) are an open set and appear with their first request.
+const KUBE_SERIES: [(&str, &str); 10] = [
+    ("create", "201"),
+    ("create", "error"),
+    ("get", "200"),
+    ("get", "error"),
+    ("delete", "200"),
+    ("delete", "error"),
+    ("list", "200"),
+    ("list", "error"),
+    ("watch", "200"),
+    ("watch", "error"),
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
@@ -142,9 +169,24 @@ impl Metrics {
             dead_letters.clone(),
         );
 
+        // Every series whose labels are known up front exists from the start at 0, so
+        // a dashboard shows zeros rather than gaps, and `absent()` or `rate()` alerts work
+        // on a process that has not counted anything yet.
         for outcome in OUTCOMES {
             let _ = workers_finished.get_or_create_owned(&OutcomeLabels {
                 outcome: outcome.into(),
+            });
+        }
+        for (kind, result) in EVENT_SERIES {
+            let _ = events.get_or_create_owned(&EventLabels {
+                r#type: kind.into(),
+                result: result.into(),
+            });
+        }
+        for (verb, code) in KUBE_SERIES {
+            let _ = kube_requests.get_or_create_owned(&KubeLabels {
+                verb: verb.into(),
+                code: code.into(),
             });
         }
 
@@ -277,6 +319,45 @@ mod tests {
             "# EOF",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_series_with_known_labels_is_exported_at_zero_from_the_start() {
+        let text = Metrics::new().encode();
+        let mut expected: Vec<String> = EVENT_SERIES
+            .iter()
+            .map(|(kind, result)| {
+                format!(r#"ottoscaler_events_total{{type="{kind}",result="{result}"}} 0"#)
+            })
+            .collect();
+        expected.extend(
+            OUTCOMES
+                .iter()
+                .map(|o| format!(r#"ottoscaler_workers_finished_total{{outcome="{o}"}} 0"#)),
+        );
+        expected.extend(KUBE_SERIES.iter().map(|(verb, code)| {
+            format!(r#"ottoscaler_kube_requests_total{{verb="{verb}",code="{code}"}} 0"#)
+        }));
+        expected.extend(
+            [
+                "ottoscaler_dead_letters_total 0",
+                "ottoscaler_results_published_total 0",
+                "ottoscaler_redis_errors_total 0",
+                "ottoscaler_worker_restarts_total 0",
+                "ottoscaler_workers_active 0",
+                "ottoscaler_pod_create_seconds_count 0",
+            ]
+            .map(String::from),
+        );
+        // Spelled out too, so a renamed label cannot pass by changing both sides.
+        expected.push(r#"ottoscaler_events_total{type="scale_up",result="accepted"} 0"#.into());
+        expected.push(r#"ottoscaler_events_total{type="invalid",result="dead_lettered"} 0"#.into());
+        for line in &expected {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 

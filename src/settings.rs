@@ -68,6 +68,16 @@ pub struct RedisSettings {
     pub results_stream: String,
     /// Approximate MAXLEN of the results stream. Default 100000.
     pub results_maxlen: u64,
+    /// Approximate MAXLEN (`XADD ... MAXLEN ~`) of the dead-letter stream, at least 1:
+    /// a flood of malformed events must not grow Redis without bound. Default 100000.
+    pub dead_letter_maxlen: u64,
+    /// How long the per-worker result marker
+    /// (`ottoscaler:published:<results_stream>:<event_id>:<worker_index>`) is kept. It is
+    /// what makes a redelivered event's result publish only once, so it must outlive every
+    /// redelivery: longer than `claim_idle` x `max_deliveries`, and at least 1s. Default
+    /// `7days`.
+    #[serde(with = "humantime_serde")]
+    pub result_marker_ttl: Duration,
     /// Entries idle longer than this on another consumer are claimed. Default `60s`.
     #[serde(with = "humantime_serde")]
     pub claim_idle: Duration,
@@ -97,6 +107,12 @@ pub struct LimitSettings {
     /// Largest `pod_count` one scale_up may ask for. Default 50, lowered to `max_workers`
     /// when that is smaller and this is not set.
     pub max_pods_per_event: u32,
+    /// How long a started scale event may take to become durable in Kubernetes before the
+    /// Supervisor stops waiting for it and leaves its stream entry pending for a later
+    /// delivery. At least 1s and longer than `worker.pending_timeout` (a create refused
+    /// for quota waits up to that long). Waiting for capacity does not count. Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub settle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,6 +192,8 @@ impl Default for RedisSettings {
             dead_letter_stream: "otto:scale:events:dead".into(),
             results_stream: "otto:scale:results".into(),
             results_maxlen: 100_000,
+            dead_letter_maxlen: 100_000,
+            result_marker_ttl: Duration::from_secs(7 * 24 * 3600),
             claim_idle: Duration::from_secs(60),
             max_deliveries: 5,
         }
@@ -192,6 +210,8 @@ impl std::fmt::Debug for RedisSettings {
             dead_letter_stream,
             results_stream,
             results_maxlen,
+            dead_letter_maxlen,
+            result_marker_ttl,
             claim_idle,
             max_deliveries,
         } = self;
@@ -203,6 +223,8 @@ impl std::fmt::Debug for RedisSettings {
             .field("dead_letter_stream", dead_letter_stream)
             .field("results_stream", results_stream)
             .field("results_maxlen", results_maxlen)
+            .field("dead_letter_maxlen", dead_letter_maxlen)
+            .field("result_marker_ttl", result_marker_ttl)
             .field("claim_idle", claim_idle)
             .field("max_deliveries", max_deliveries)
             .finish()
@@ -225,6 +247,7 @@ impl Default for LimitSettings {
         Self {
             max_workers: 200,
             max_pods_per_event: 50,
+            settle_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -119,7 +119,7 @@ fn start_instance(settings: &Settings, crash: Option<Arc<AtomicBool>>) {
         worker_env: Arc::new(WorkerEnv::new(pods.clone(), settings, metrics.clone())),
         templates: resolve_templates(settings).expect("templates"),
         max_workers: settings.limits.max_workers as usize,
-        settle_timeout: Duration::from_secs(600),
+        settle_timeout: settings.limits.settle_timeout,
         restart_backoff: ::ottoscaler::retry::Backoff::RESTART,
         results: publisher.recipient(),
         pending_checker: Some(reader.recipient()),

@@ -2,8 +2,8 @@
 //! one entry per finished worker, also across crashes and redeliveries.
 //!
 //! Exactly once: one Lua script sets the marker
-//! `ottoscaler:published:<results_stream>:<event_id>:<worker_index>` (SET NX, kept a
-//! week) and only if it was new does the XADD, atomically. A retry after a lost reply,
+//! `ottoscaler:published:<results_stream>:<event_id>:<worker_index>` (SET NX, kept
+//! `redis.result_marker_ttl`, a week by default) and only if it was new does the XADD, atomically. A retry after a lost reply,
 //! a restarted worker or a second instance adopting the same pod finds the marker and
 //! writes nothing. Transient failures are retried with backoff within
 //! [`PUBLISH_DEADLINE`]; after that the worker gets a [`PublishError`] and retries later.
@@ -32,16 +32,14 @@ use crate::settings::RedisSettings;
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// One attempt (connect + EVALSHA) at most.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the per-worker marker lives: far longer than any redelivery or adoption
-/// can come late, short enough that markers do not pile up forever.
-pub const MARKER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The prefix of every marker key.
 pub const MARKER_PREFIX: &str = "ottoscaler:published";
 
-/// KEYS[1] marker, KEYS[2] results stream; ARGV[1] marker TTL seconds, ARGV[2] MAXLEN,
-/// ARGV[3..] field, value, ... Returns the new entry id, or nil when already published.
+/// KEYS[1] marker, KEYS[2] results stream; ARGV[1] marker TTL milliseconds, ARGV[2]
+/// MAXLEN, ARGV[3..] field, value, ... Returns the new entry id, or nil when already
+/// published.
 const PUBLISH_SCRIPT: &str = r"
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*'}
   for i = 3, #ARGV do
     args[#args + 1] = ARGV[i]
@@ -59,6 +57,10 @@ pub struct PublisherConfig {
     pub results_stream: String,
     /// `redis.results_maxlen`: the approximate cap of the stream.
     pub results_maxlen: u64,
+    /// `redis.result_marker_ttl`: how long each worker's marker is kept. Far longer than
+    /// any redelivery or adoption can come late (validated against `claim_idle` x
+    /// `max_deliveries`), short enough that markers do not pile up forever.
+    pub marker_ttl: Duration,
 }
 
 impl PublisherConfig {
@@ -67,6 +69,7 @@ impl PublisherConfig {
             url: redis.url.clone(),
             results_stream: redis.results_stream.clone(),
             results_maxlen: redis.results_maxlen,
+            marker_ttl: redis.result_marker_ttl,
         }
     }
 }
@@ -197,13 +200,25 @@ async fn invoke(
         result.worker_index,
     ));
     call.key(&config.results_stream)
-        .arg(MARKER_TTL.as_secs())
+        .arg(marker_ttl_millis(config.marker_ttl))
         .arg(config.results_maxlen);
     for (field, value) in result.fields() {
         call.arg(field).arg(value);
     }
     let id: Option<String> = call.invoke_async(&mut connection).await?;
     Ok(id.is_some())
+}
+
+/// The longest `PX` this sends: Redis refuses an expiry past `i64::MAX` ms from now, and
+/// half of that is still millions of years.
+const MAX_MARKER_TTL_MS: u64 = i64::MAX as u64 / 2;
+
+/// The marker TTL for `SET ... PX`: whole milliseconds, at least 1 (PX 0 is an error;
+/// settings validation keeps the TTL at 1s or more anyway), at most [`MAX_MARKER_TTL_MS`].
+fn marker_ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_MARKER_TTL_MS)
 }
 
 impl Actor for ResultsPublisher {
@@ -269,5 +284,15 @@ mod tests {
         let add = PUBLISH_SCRIPT.find("'XADD'").expect("adds the entry");
         assert!(set < add);
         assert!(PUBLISH_SCRIPT.contains("'NX'") && PUBLISH_SCRIPT.contains("'MAXLEN', '~'"));
+    }
+
+    #[test]
+    fn the_marker_ttl_is_given_in_whole_milliseconds() {
+        assert_eq!(
+            marker_ttl_millis(Duration::from_secs(7 * 24 * 3600)),
+            604_800_000
+        );
+        assert_eq!(marker_ttl_millis(Duration::from_micros(10)), 1);
+        assert_eq!(marker_ttl_millis(Duration::MAX), MAX_MARKER_TTL_MS);
     }
 }

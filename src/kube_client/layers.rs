@@ -5,13 +5,14 @@
 //! burst of creates would miss nothing but delay every outcome) nor timed out (the
 //! watcher restarts them itself when the server closes them).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http::{Method, Request, Response, Uri};
-use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
 use crate::metrics::Metrics;
@@ -73,52 +74,47 @@ fn resource_segments(path: &str) -> Option<Vec<&str>> {
     (!rest.is_empty()).then(|| rest.to_vec())
 }
 
-/// A token bucket: `burst` tokens, refilled at `qps` per second. A request takes a token
-/// when it is sent; when none is left it reserves the next one and waits for it, so
-/// waiting requests go in arrival order and nothing polls.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    qps: f64,
-    burst: f64,
-    /// Below zero when requests are waiting: each owes one token.
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(qps: u32, burst: u32, now: Instant) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            qps: f64::from(qps.max(1)),
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Takes one token and returns how long to wait before it is really there.
-    pub fn reserve(&mut self, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst) - 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.tokens / self.qps)
-        }
-    }
-}
-
-/// Holds each non-watch request until the shared [`TokenBucket`] gives it a token.
+/// Lets non-watch requests go at `qps` per second, `burst` at once, through `governor`'s
+/// GCRA limiter, waiting in arrival order.
+///
+/// A waiting request holds nothing ahead of time: it takes its permit only when it goes.
+/// A caller that gives up (the workers time out each call and retry it) drops its wait,
+/// and the requests behind it move up; a reservation taken on arrival would instead stay
+/// owed after the caller left, and a storm of timed-out retries would make every later
+/// request wait for permits nobody uses.
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
-    bucket: Arc<Mutex<TokenBucket>>,
+    shared: Arc<Limiter>,
+}
+
+#[derive(Debug)]
+struct Limiter {
+    permits: DefaultDirectRateLimiter,
+    /// The queue of waiting requests. Only its head polls `permits`: the others wait on
+    /// this (fair, FIFO) lock, so a permit freed goes to the oldest waiter, and a hundred
+    /// waiters cost one timer, not a hundred woken at every permit.
+    queue: tokio::sync::Mutex<()>,
+}
+
+impl Limiter {
+    /// Resolves when the request may go. Cancel-safe: dropped while waiting, it has
+    /// taken no permit and leaves its place in the queue.
+    async fn until_ready(&self) {
+        let _head = self.queue.lock().await;
+        self.permits.until_ready().await;
+    }
 }
 
 impl RateLimitLayer {
+    /// `qps` and `burst` of 0 count as 1 (settings validation refuses 0 anyway).
     pub fn new(qps: u32, burst: u32) -> Self {
+        let quota = Quota::per_second(NonZeroU32::new(qps).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         Self {
-            bucket: Arc::new(Mutex::new(TokenBucket::new(qps, burst, Instant::now()))),
+            shared: Arc::new(Limiter {
+                permits: RateLimiter::direct(quota),
+                queue: tokio::sync::Mutex::new(()),
+            }),
         }
     }
 }
@@ -128,7 +124,7 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> RateLimit<S> {
         RateLimit {
             inner,
-            bucket: Arc::clone(&self.bucket),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -136,7 +132,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Debug)]
 pub struct RateLimit<S> {
     inner: S,
-    bucket: Arc<Mutex<TokenBucket>>,
+    shared: Arc<Limiter>,
 }
 
 impl<S, B> Service<Request<B>> for RateLimit<S>
@@ -153,22 +149,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let wait = if is_watch(req.uri()) {
-            Duration::ZERO
-        } else {
-            // A std mutex: nothing awaits while it is held.
-            self.bucket
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .reserve(Instant::now())
-        };
+        let limiter = (!is_watch(req.uri())).then(|| Arc::clone(&self.shared));
         // The waiting happens in the returned future, not in poll_ready, so a held request
         // never blocks the client's buffer (and the watches behind it). The inner future
         // is lazy (kube's stack sends nothing until polled), so calling it now is safe.
         let response = self.inner.call(req);
         Box::pin(async move {
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+            if let Some(limiter) = limiter {
+                limiter.until_ready().await;
             }
             response.await
         })
@@ -297,6 +285,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
     use tower::ServiceExt;
 
     fn verb(method: Method, uri: &str) -> &'static str {
@@ -348,37 +337,6 @@ mod tests {
         assert_eq!(verb(Method::GET, "/api/v1"), "get");
     }
 
-    #[test]
-    fn a_full_bucket_lets_a_burst_through_then_paces_at_qps() {
-        let t0 = Instant::now();
-        let mut bucket = TokenBucket::new(10, 3, t0);
-        for _ in 0..3 {
-            assert_eq!(bucket.reserve(t0), Duration::ZERO);
-        }
-        let fourth = bucket.reserve(t0);
-        let fifth = bucket.reserve(t0);
-        assert!(
-            fourth.abs_diff(Duration::from_millis(100)) < Duration::from_millis(1),
-            "{fourth:?}"
-        );
-        assert!(
-            fifth.abs_diff(Duration::from_millis(200)) < Duration::from_millis(1),
-            "{fifth:?}"
-        );
-    }
-
-    #[test]
-    fn the_bucket_refills_but_never_above_burst() {
-        let t0 = Instant::now();
-        let mut bucket = TokenBucket::new(10, 2, t0);
-        assert_eq!(bucket.reserve(t0), Duration::ZERO);
-        assert_eq!(bucket.reserve(t0), Duration::ZERO);
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!(bucket.reserve(later), Duration::ZERO);
-        assert_eq!(bucket.reserve(later), Duration::ZERO);
-        assert!(bucket.reserve(later) > Duration::ZERO);
-    }
-
     fn ok_service(
         status: u16,
     ) -> impl Service<Request<()>, Response = Response<()>, Error = BoxError, Future: Send> + Clone
@@ -423,6 +381,75 @@ mod tests {
             tokio::time::timeout(quick, second).await.is_err(),
             "second waits ~1s"
         );
+    }
+
+    #[tokio::test]
+    async fn a_burst_goes_at_once_then_requests_go_at_qps_in_arrival_order() {
+        // 10 per second, burst 3: three at once, then one every 100 ms.
+        let layer = RateLimitLayer::new(10, 3);
+        let done = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let requests = (0..6).map(|i| {
+            let mut limited = layer.layer(ok_service(200));
+            let done = Arc::clone(&done);
+            async move {
+                let call = limited
+                    .ready()
+                    .await
+                    .expect("ready")
+                    .call(get("/api/v1/namespaces/ci/pods"));
+                call.await.expect("ok");
+                let at = started.elapsed();
+                done.lock().expect("lock").push((i, at));
+            }
+        });
+        futures::future::join_all(requests).await;
+        let done = done.lock().expect("lock").clone();
+        let order: Vec<usize> = done.iter().map(|(i, _)| *i).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4, 5], "{done:?}");
+        // The burst goes at once; the sixth waits three permit intervals (300 ms).
+        assert!(done[2].1 < Duration::from_millis(100), "{done:?}");
+        assert!(done[5].1 >= Duration::from_millis(290), "{done:?}");
+        assert!(done[5].1 < Duration::from_secs(2), "{done:?}");
+    }
+
+    #[tokio::test]
+    async fn callers_that_gave_up_leave_nothing_owed_to_a_new_request() {
+        // 5 per second, burst 1: a permit every 200 ms.
+        let layer = RateLimitLayer::new(5, 1);
+        let list = "/api/v1/namespaces/ci/pods";
+        let mut first = layer.layer(ok_service(200));
+        first
+            .ready()
+            .await
+            .expect("ready")
+            .call(get(list))
+            .await
+            .expect("the burst lets the first one through");
+
+        // 40 callers time out after 50 ms and retry twice, as the workers do with their
+        // per-call timeout: 120 abandoned waits, 24 s of permits if each kept one.
+        let callers = (0..40).map(|_| {
+            let mut limited = layer.layer(ok_service(200));
+            async move {
+                for _ in 0..3 {
+                    let call = limited.ready().await.expect("ready").call(get(list));
+                    let _ = tokio::time::timeout(Duration::from_millis(50), call).await;
+                }
+            }
+        });
+        futures::future::join_all(callers).await;
+
+        let mut fresh = layer.layer(ok_service(200));
+        let started = Instant::now();
+        let call = fresh.ready().await.expect("ready").call(get(list));
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("a new request is not held behind abandoned ones")
+            .expect("ok");
+        let waited = started.elapsed();
+        // One permit interval is 200 ms; allow a busy machine three of them.
+        assert!(waited < Duration::from_millis(600), "waited {waited:?}");
     }
 
     #[tokio::test]

@@ -43,6 +43,66 @@ fn no_file_and_no_environment_gives_the_defaults() {
 }
 
 #[test]
+fn the_new_limits_have_their_documented_defaults() {
+    let settings = Settings::default();
+    assert_eq!(settings.redis.dead_letter_maxlen, 100_000);
+    assert_eq!(
+        settings.redis.result_marker_ttl,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    assert_eq!(settings.limits.settle_timeout, Duration::from_secs(600));
+}
+
+#[test]
+fn the_new_limits_come_from_the_file_and_the_environment() {
+    let file = TempFile::new(
+        "c.toml",
+        "[redis]\ndead_letter_maxlen = 10\nresult_marker_ttl = \"2days\"\n\
+         [limits]\nsettle_timeout = \"20m\"\n",
+    );
+    let settings = load(Some(&file.0), &[]).expect("load");
+    assert_eq!(settings.redis.dead_letter_maxlen, 10);
+    assert_eq!(
+        settings.redis.result_marker_ttl,
+        Duration::from_secs(2 * 24 * 3600)
+    );
+    assert_eq!(settings.limits.settle_timeout, Duration::from_secs(1200));
+
+    let settings = load(
+        Some(&file.0),
+        &[
+            ("OTTOSCALER_REDIS__DEAD_LETTER_MAXLEN", "500"),
+            ("OTTOSCALER_REDIS__RESULT_MARKER_TTL", "12h"),
+            ("OTTOSCALER_LIMITS__SETTLE_TIMEOUT", "12m"),
+        ],
+    )
+    .expect("load");
+    assert_eq!(settings.redis.dead_letter_maxlen, 500);
+    assert_eq!(
+        settings.redis.result_marker_ttl,
+        Duration::from_secs(12 * 3600)
+    );
+    assert_eq!(settings.limits.settle_timeout, Duration::from_secs(720));
+}
+
+#[test]
+fn a_bad_settle_timeout_names_the_key() {
+    let err = load(None, &[("OTTOSCALER_LIMITS__SETTLE_TIMEOUT", "later")]).expect_err("later");
+    assert!(
+        err.to_string().starts_with("limits.settle_timeout"),
+        "{err}"
+    );
+    let err = load(None, &[("OTTOSCALER_LIMITS__SETTLE_TIMEOUT", "0s")]).expect_err("0s");
+    assert_eq!(err.key(), "limits.settle_timeout", "{err}");
+    let err = load(None, &[("OTTOSCALER_LIMITS__SETTLE_TIMEOUT", "5m")]).expect_err("5m");
+    assert!(
+        err.to_string()
+            .contains("longer than worker.pending_timeout (5m)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_example_file_parses_to_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ottoscaler.example.toml");
     assert_eq!(load(Some(&path), &[]), Ok(Settings::default()));

@@ -74,8 +74,10 @@ impl Settings {
             }
         }
         at_least("redis.results_maxlen", redis.results_maxlen, 1)?;
+        at_least("redis.dead_letter_maxlen", redis.dead_letter_maxlen, 1)?;
         at_least("redis.max_deliveries", redis.max_deliveries, 1)?;
         positive("redis.claim_idle", redis.claim_idle)?;
+        result_marker_ttl(redis)?;
 
         if !kubernetes.namespace.is_empty() && !is_dns_label(&kubernetes.namespace) {
             return Err(ConfigError::invalid(
@@ -100,6 +102,7 @@ impl Settings {
             limits.max_pods_per_event.into(),
             1,
         )?;
+        at_least_a_second("limits.settle_timeout", limits.settle_timeout)?;
         if limits.max_pods_per_event > limits.max_workers {
             return Err(ConfigError::invalid(
                 "limits.max_pods_per_event",
@@ -111,6 +114,16 @@ impl Settings {
         }
 
         positive("worker.pending_timeout", worker.pending_timeout)?;
+        if limits.settle_timeout <= worker.pending_timeout {
+            return Err(ConfigError::invalid(
+                "limits.settle_timeout",
+                format!(
+                    "({}) must be longer than worker.pending_timeout ({}): a create refused for quota waits up to the pending timeout, and its event must not stall before",
+                    humantime::format_duration(limits.settle_timeout),
+                    humantime::format_duration(worker.pending_timeout)
+                ),
+            ));
+        }
         positive("worker.image_pull_grace", worker.image_pull_grace)?;
         // activeDeadlineSeconds is whole seconds and must be at least 1.
         if worker.run_timeout < Duration::from_secs(1) {
@@ -161,6 +174,42 @@ fn redis_url(text: &str) -> Result<(), ConfigError> {
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::invalid(KEY, "has no host"));
+    }
+    Ok(())
+}
+
+/// The marker makes a redelivered event's results publish once; it must outlive the
+/// redeliveries, which span up to `claim_idle` x `max_deliveries`.
+fn result_marker_ttl(redis: &super::RedisSettings) -> Result<(), ConfigError> {
+    const KEY: &str = "redis.result_marker_ttl";
+    at_least_a_second(KEY, redis.result_marker_ttl)?;
+    let deliveries = u32::try_from(redis.max_deliveries).unwrap_or(u32::MAX);
+    let redeliveries = redis.claim_idle.saturating_mul(deliveries);
+    if redis.result_marker_ttl <= redeliveries {
+        return Err(ConfigError::invalid(
+            KEY,
+            format!(
+                "({}) must be longer than redis.claim_idle ({}) x redis.max_deliveries ({}) = {}, \
+                 or a late redelivery could publish a worker's result twice",
+                humantime::format_duration(redis.result_marker_ttl),
+                humantime::format_duration(redis.claim_idle),
+                redis.max_deliveries,
+                humantime::format_duration(redeliveries),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn at_least_a_second(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "({}) must be at least 1s",
+                humantime::format_duration(value)
+            ),
+        ));
     }
     Ok(())
 }
@@ -242,8 +291,20 @@ mod tests {
                 Box::new(|s| s.redis.results_maxlen = 0),
             ),
             (
+                "redis.dead_letter_maxlen",
+                Box::new(|s| s.redis.dead_letter_maxlen = 0),
+            ),
+            (
                 "redis.max_deliveries",
                 Box::new(|s| s.redis.max_deliveries = 0),
+            ),
+            (
+                "redis.result_marker_ttl",
+                Box::new(|s| s.redis.result_marker_ttl = Duration::from_millis(999)),
+            ),
+            (
+                "limits.settle_timeout",
+                Box::new(|s| s.limits.settle_timeout = Duration::from_millis(999)),
             ),
             (
                 "redis.claim_idle",
@@ -297,6 +358,43 @@ mod tests {
             let err = error_of(change);
             assert!(err.starts_with(&format!("{key}: ")), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn a_marker_ttl_within_the_redelivery_window_is_refused_with_the_values() {
+        let err = error_of(|s| {
+            s.redis.claim_idle = Duration::from_secs(60);
+            s.redis.max_deliveries = 5;
+            s.redis.result_marker_ttl = Duration::from_secs(300);
+        });
+        assert_eq!(
+            err,
+            "redis.result_marker_ttl: (5m) must be longer than redis.claim_idle (1m) x \
+             redis.max_deliveries (5) = 5m, or a late redelivery could publish a worker's \
+             result twice"
+        );
+        let mut settings = Settings::default();
+        settings.redis.result_marker_ttl = Duration::from_secs(301);
+        assert_eq!(settings.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_huge_redelivery_window_does_not_overflow() {
+        let err = error_of(|s| {
+            s.redis.claim_idle = Duration::from_secs(u64::MAX / 2);
+            s.redis.max_deliveries = u64::MAX;
+        });
+        assert!(err.starts_with("redis.result_marker_ttl: "), "{err}");
+    }
+
+    #[test]
+    fn a_settle_timeout_under_a_second_is_refused() {
+        let err = error_of(|s| s.limits.settle_timeout = Duration::from_millis(500));
+        assert_eq!(err, "limits.settle_timeout: (500ms) must be at least 1s");
+        let mut settings = Settings::default();
+        settings.worker.pending_timeout = Duration::from_millis(500);
+        settings.limits.settle_timeout = Duration::from_secs(1);
+        assert_eq!(settings.validate(), Ok(()));
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl Harness {
             )),
             templates,
             max_workers: settings.limits.max_workers as usize,
-            settle_timeout: Duration::from_secs(600),
+            settle_timeout: settings.limits.settle_timeout,
             restart_backoff,
             results: collector.recipient(),
             pending_checker: None,

@@ -42,6 +42,7 @@ pub struct StreamClient {
     group: String,
     consumer: String,
     dead_letter_stream: String,
+    dead_letter_maxlen: u64,
     block: Duration,
 }
 
@@ -70,6 +71,7 @@ impl StreamClient {
             group: config.group.clone(),
             consumer: config.consumer.clone(),
             dead_letter_stream: config.dead_letter_stream.clone(),
+            dead_letter_maxlen: config.dead_letter_maxlen,
             block: config.block,
         })
     }
@@ -191,12 +193,20 @@ impl StreamClient {
     /// Copies the entry to the dead-letter stream with `original_id` and `error`, and
     /// acknowledges it, in one MULTI/EXEC: either both happen or neither, so an entry
     /// is never acked without its dead letter (and a retry after a lost reply cannot
-    /// write a second one, because the entry is then no longer pending).
+    /// write a second one, because the entry is then no longer pending). The stream is
+    /// capped at about `dead_letter_maxlen` (`MAXLEN ~`, which trims whole nodes, so it
+    /// stays cheap): a flood of malformed events cannot fill Redis.
     pub async fn dead_letter(&self, entry: &StreamEntry, error: &str) -> Result<(), StreamError> {
         let fields = dead_letter_fields(entry, error);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let xadd = pipe.cmd("XADD").arg(&self.dead_letter_stream).arg("*");
+        let xadd = pipe
+            .cmd("XADD")
+            .arg(&self.dead_letter_stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.dead_letter_maxlen)
+            .arg("*");
         for (k, v) in &fields {
             xadd.arg(k.as_slice()).arg(v.as_slice());
         }

@@ -29,6 +29,8 @@ pub struct ReaderConfig {
     /// This replica's consumer name (`redis.consumer`, else the hostname).
     pub consumer: String,
     pub dead_letter_stream: String,
+    /// Approximate MAXLEN of the dead-letter stream (`redis.dead_letter_maxlen`).
+    pub dead_letter_maxlen: u64,
     /// Entries idle longer than this on any consumer are claimed.
     pub claim_idle: Duration,
     /// Deliveries after which an entry that never succeeded is dead-lettered.
@@ -51,6 +53,7 @@ impl ReaderConfig {
             group: redis.group.clone(),
             consumer,
             dead_letter_stream: redis.dead_letter_stream.clone(),
+            dead_letter_maxlen: redis.dead_letter_maxlen,
             claim_idle: redis.claim_idle,
             max_deliveries: redis.max_deliveries,
             read_count: DEFAULT_READ_COUNT,
