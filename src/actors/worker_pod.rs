@@ -79,8 +79,6 @@ pub struct WorkerLinks {
 
 pub struct WorkerPodActor {
     lifecycle: Lifecycle,
-    pod_name: String,
-    task_id: String,
     /// Which start of this worker this is; the Supervisor ignores stops of old ones.
     incarnation: u32,
     /// The actions the constructor asked for, performed once started.
@@ -129,8 +127,6 @@ impl WorkerPodActor {
             initial.extend(lifecycle.step(Input::DeleteAllowed, clock));
         }
         Self {
-            pod_name: lifecycle.pod_name().to_string(),
-            task_id: lifecycle.identity().task_id.clone(),
             lifecycle,
             incarnation,
             initial,
@@ -162,15 +158,15 @@ impl WorkerPodActor {
                 Action::Create => self.create(ctx),
                 Action::CreateAfter { attempt } => {
                     let delay = QUOTA_BACKOFF.delay(attempt);
-                    debug!(pod = %self.pod_name, task_id = %self.task_id, ?delay, "create refused for quota; trying again");
+                    debug!(pod = %self.lifecycle.pod_name(), task_id = %self.lifecycle.identity().task_id, ?delay, "create refused for quota; trying again");
                     ctx.run_later(delay, |act, ctx| act.feed(Input::CreateRetry, ctx));
                 }
                 Action::Lookup => self.lookup(ctx),
                 Action::Publish { result, first } => {
                     if first {
                         info!(
-                            pod = %self.pod_name,
-                            task_id = %self.task_id,
+                            pod = %self.lifecycle.pod_name(),
+                            task_id = %self.lifecycle.identity().task_id,
                             outcome = %result.outcome,
                             exit_code = result.exit_code,
                             reason = result.reason.as_deref(),
@@ -181,7 +177,7 @@ impl WorkerPodActor {
                 }
                 Action::PublishAfter { attempt } => {
                     let delay = Backoff::REDIS.delay(attempt);
-                    warn!(pod = %self.pod_name, task_id = %self.task_id, ?delay, "result not published yet, retrying");
+                    warn!(pod = %self.lifecycle.pod_name(), task_id = %self.lifecycle.identity().task_id, ?delay, "result not published yet, retrying");
                     ctx.run_later(delay, |act, ctx| act.feed(Input::PublishRetry, ctx));
                 }
                 Action::Delete => self.delete(ctx),
@@ -196,7 +192,7 @@ impl WorkerPodActor {
                 Action::ArmDeleteWatchdog => {
                     ctx.run_later(DELETE_WATCHDOG, |act, ctx| {
                         if !act.lifecycle.is_done() {
-                            warn!(pod = %act.pod_name, task_id = %act.task_id, "pod still not gone after deletion, deleting again");
+                            warn!(pod = %act.lifecycle.pod_name(), task_id = %act.lifecycle.identity().task_id, "pod still not gone after deletion, deleting again");
                         }
                         act.feed(Input::DeleteWatchdog, ctx);
                     });
@@ -204,14 +200,14 @@ impl WorkerPodActor {
                 Action::Settled(result) => {
                     self.pod = None;
                     self.links.reports.do_send(WorkerReport::Settled {
-                        pod: self.pod_name.clone(),
+                        pod: self.lifecycle.pod_name().to_string(),
                         result,
                     });
                 }
                 Action::AnswerCancels(answer) => self.answer_cancels(answer),
                 Action::Done => {
                     self.links.reports.do_send(WorkerReport::Gone {
-                        pod: self.pod_name.clone(),
+                        pod: self.lifecycle.pod_name().to_string(),
                     });
                     ctx.stop();
                 }
@@ -233,8 +229,8 @@ impl WorkerPodActor {
         };
         let pods = self.env.pods.clone();
         let slots = self.env.create_slots.clone();
-        let name = self.pod_name.clone();
-        let task_id = self.task_id.clone();
+        let name = self.lifecycle.pod_name().to_string();
+        let task_id = self.lifecycle.identity().task_id.clone();
         let params = PostParams::default();
         let fut = async move {
             // The wait for a slot is outside the calls' timeouts. The semaphore is never
@@ -253,11 +249,11 @@ impl WorkerPodActor {
                     if let Some(read_at) = act.read_at {
                         act.env.metrics.pod_created(read_at.elapsed());
                     }
-                    debug!(pod = %act.pod_name, task_id = %act.task_id, "pod created");
+                    debug!(pod = %act.lifecycle.pod_name(), task_id = %act.lifecycle.identity().task_id, "pod created");
                     CreateAnswer::Created
                 }
                 Err(CallError::Api(e)) if retry::status_code(&e) == Some(409) => {
-                    info!(pod = %act.pod_name, task_id = %act.task_id, "pod already exists, adopting it");
+                    info!(pod = %act.lifecycle.pod_name(), task_id = %act.lifecycle.identity().task_id, "pod already exists, adopting it");
                     CreateAnswer::AlreadyExists
                 }
                 Err(CallError::Api(e)) if retry::is_quota_exceeded(&e) => {
@@ -265,7 +261,7 @@ impl WorkerPodActor {
                 }
                 Err(CallError::Api(e)) => {
                     let reason = retry::describe(&e);
-                    warn!(pod = %act.pod_name, task_id = %act.task_id, %reason, "pod rejected by the API server");
+                    warn!(pod = %act.lifecycle.pod_name(), task_id = %act.lifecycle.identity().task_id, %reason, "pod rejected by the API server");
                     CreateAnswer::Rejected(reason)
                 }
                 Err(e) => CreateAnswer::Failed(e.to_string()),
@@ -277,8 +273,8 @@ impl WorkerPodActor {
     /// Looks the pod up (after a restart without a watch view, or a watch gap).
     fn lookup(&mut self, ctx: &mut Context<Self>) {
         let pods = self.env.pods.clone();
-        let name = self.pod_name.clone();
-        let task_id = self.task_id.clone();
+        let name = self.lifecycle.pod_name().to_string();
+        let task_id = self.lifecycle.identity().task_id.clone();
         let fut =
             async move { call_with_retry(&name, &task_id, "get", || pods.get_opt(&name)).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
@@ -305,8 +301,8 @@ impl WorkerPodActor {
 
     fn delete(&mut self, ctx: &mut Context<Self>) {
         let pods = self.env.pods.clone();
-        let name = self.pod_name.clone();
-        let task_id = self.task_id.clone();
+        let name = self.lifecycle.pod_name().to_string();
+        let task_id = self.lifecycle.identity().task_id.clone();
         let params = DeleteParams::default();
         let fut = async move {
             call_with_retry(&name, &task_id, "delete", || pods.delete(&name, &params)).await
@@ -314,7 +310,7 @@ impl WorkerPodActor {
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             let answer = match res {
                 Ok(_) => {
-                    debug!(pod = %act.pod_name, task_id = %act.task_id, "pod deletion accepted");
+                    debug!(pod = %act.lifecycle.pod_name(), task_id = %act.lifecycle.identity().task_id, "pod deletion accepted");
                     DeleteAnswer::Accepted
                 }
                 Err(CallError::Api(e)) if retry::status_code(&e) == Some(404) => {
@@ -334,7 +330,7 @@ impl WorkerPodActor {
 
     /// Gives up this incarnation; the Supervisor restarts it with backoff.
     fn fail(&mut self, reason: String, ctx: &mut Context<Self>) {
-        warn!(pod = %self.pod_name, task_id = %self.task_id, %reason, "worker failed");
+        warn!(pod = %self.lifecycle.pod_name(), task_id = %self.lifecycle.identity().task_id, %reason, "worker failed");
         self.failure = Some(reason);
         ctx.stop();
     }
@@ -352,7 +348,7 @@ impl Actor for WorkerPodActor {
         self.answer_cancels(Err("worker stopped".into()));
         let done = self.lifecycle.is_done();
         self.links.reports.do_send(WorkerReport::Stopped {
-            pod: self.pod_name.clone(),
+            pod: self.lifecycle.pod_name().to_string(),
             incarnation: self.incarnation,
             error: (!done).then(|| self.failure.clone().unwrap_or_else(|| "stopped".into())),
         });
