@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ::ottoscaler::ledger::GIVE_UP_RESTARTS;
 use ::ottoscaler::messages::Outcome;
-use ::ottoscaler::messages::supervisor::{EventAcknowledged, FailWorker};
+use ::ottoscaler::messages::supervisor::{EventAcknowledged, EventRefused, FailWorker};
 use ::ottoscaler::retry::Backoff;
 use kube::api::{Patch, PatchParams};
 
@@ -61,6 +61,44 @@ async fn scale_down_during_creation_settles_both_events_and_leaves_no_pod() {
     .await;
     assert_eq!(again.status().await.active, 0);
     assert!(again.pods_now().await.is_empty());
+}
+
+/// The reader's wait for an answer is bounded: a scale_up whose creates hang is answered
+/// "stalled" after `limits.settle_timeout` (its entry stays pending), its workers carry
+/// on, and the redelivery is accepted once the creates went through.
+#[actix_rt::test]
+async fn a_scale_up_whose_creates_hang_is_answered_stalled_then_settles_on_redelivery() {
+    let mut settings = test_settings();
+    settings.limits.settle_timeout = Duration::from_secs(2);
+    let (h, proxied) = Harness::start_proxied("stall", &settings).await;
+    proxied.proxy.hold_creates(true);
+    let event = scale_up("15-0", "task-h", 2, "long");
+    let first = h.supervisor.send(event.clone());
+    match tokio::time::timeout(PROMPTLY, first).await {
+        Ok(Ok(Err(EventRefused::Stalled { after }))) => {
+            assert_eq!(after, Duration::from_secs(2))
+        }
+        other => panic!("expected a stalled answer within {PROMPTLY:?}, got {other:?}"),
+    }
+    assert!(h.results.all().is_empty(), "{:?}", h.results.all());
+    assert_eq!(h.status().await.active, 2, "the workers carry on");
+
+    proxied.proxy.hold_creates(false);
+    let again = answered(
+        tokio::spawn(h.supervisor.send(event)),
+        WAIT,
+        "the redelivered scale_up is accepted once its pods exist",
+    )
+    .await;
+    assert_eq!(again.pods.len(), 2);
+    assert_eq!(h.pods_now().await.len(), 2);
+    h.supervisor.do_send(EventAcknowledged {
+        event_id: again.event_id,
+    });
+    h.send(scale_down("16-0", "task-h", None))
+        .await
+        .expect("clean up");
+    h.wait_no_pods(WAIT).await;
 }
 
 #[actix_rt::test]
