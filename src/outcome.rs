@@ -19,6 +19,22 @@ pub const IMAGE_ERRORS: [&str; 4] = [
     "CreateContainerConfigError",
 ];
 
+/// The longest scheduler message kept for a result's reason (in bytes); with thousands of
+/// nodes the scheduler lists every reason.
+const MAX_SCHEDULING_MESSAGE: usize = 300;
+
+/// `s` cut to at most `max` bytes on a character boundary, with `…` when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// The compact view of a pod that workers decide on.
 pub fn observe(pod: &Pod) -> PodObservation {
     let meta = &pod.metadata;
@@ -66,6 +82,17 @@ pub fn observe(pod: &Pod) -> PodObservation {
             .map(|t| Terminated {
                 exit_code: t.exit_code,
                 reason: t.reason.clone(),
+            }),
+        unschedulable: status
+            .and_then(|s| s.conditions.as_deref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+            .filter(|c| c.status == "False")
+            .map(|c| {
+                let what = c.reason.as_deref().unwrap_or("Unschedulable");
+                match c.message.as_deref() {
+                    Some(m) => clip(&format!("{what}: {m}"), MAX_SCHEDULING_MESSAGE),
+                    None => what.to_string(),
+                }
             }),
         started_at: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
         deleting: meta.deletion_timestamp.is_some(),
@@ -137,7 +164,8 @@ pub fn decide(obs: &PodObservation, timing: &Timing) -> Option<Decision> {
         let why = obs
             .waiting_reason
             .clone()
-            .unwrap_or_else(|| "Unschedulable or not started".into());
+            .or_else(|| obs.unschedulable.clone())
+            .unwrap_or_else(|| "not scheduled or not started".into());
         return Some(Decision {
             outcome: Outcome::TimedOut,
             exit_code: None,
@@ -205,6 +233,7 @@ mod tests {
             pod_reason: None,
             waiting_reason: None,
             terminated: None,
+            unschedulable: None,
             started_at: None,
             deleting: false,
         }
@@ -266,6 +295,52 @@ mod tests {
         );
         // Running pods do not time out on the pending timer.
         assert_eq!(decide(&obs(PodPhase::Running), &t), None);
+    }
+
+    #[test]
+    fn a_pod_the_scheduler_cannot_place_times_out_with_the_schedulers_reason() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient cpu."
+            }]}
+        }))
+        .expect("a pod");
+        let o = observe(&pod);
+        assert_eq!(
+            o.unschedulable.as_deref(),
+            Some("Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.")
+        );
+        let t = Timing {
+            pending_for: Duration::from_secs(300),
+            ..timing()
+        };
+        let d = decide(&o, &t).expect("decided");
+        assert_eq!(
+            d.reason.as_deref(),
+            Some(
+                "pending longer than 5m (Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.)"
+            )
+        );
+        // Scheduled pods carry no scheduling reason; a container's wait comes first.
+        let scheduled: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "True"}
+            ]}
+        }))
+        .expect("a pod");
+        assert_eq!(observe(&scheduled).unschedulable, None);
+    }
+
+    #[test]
+    fn a_long_scheduler_message_is_clipped_on_a_character_boundary() {
+        let long = "é".repeat(400);
+        let clipped = clip(&long, MAX_SCHEDULING_MESSAGE);
+        assert!(clipped.len() <= MAX_SCHEDULING_MESSAGE + '…'.len_utf8());
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip("short", 10), "short");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct PodObservation {
     pub waiting_reason: Option<String>,
     /// The first container's termination, once it terminated.
     pub terminated: Option<Terminated>,
+    /// Why the scheduler cannot place the pod (the message of `PodScheduled=False`), for
+    /// example `0/3 nodes are available: 3 Insufficient cpu.`
+    pub unschedulable: Option<String>,
     /// `status.startTime`: when the kubelet accepted the pod.
     pub started_at: Option<Timestamp>,
     /// `metadata.deletionTimestamp` is set: the pod is being deleted.
@@ -60,6 +63,7 @@ impl PodObservation {
             pod_reason: None,
             waiting_reason: None,
             terminated: None,
+            unschedulable: None,
             started_at: None,
             deleting: false,
         }
