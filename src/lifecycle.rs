@@ -80,6 +80,9 @@ pub enum DeleteAnswer {
 }
 
 /// Everything that moves a worker.
+// An input lives on the stack for one step; boxing the observation would cost an
+// allocation per watch event for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     CreateAnswered(CreateAnswer),
