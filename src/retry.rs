@@ -55,10 +55,17 @@ pub enum ErrorClass {
     Permanent,
 }
 
-/// Classifies a kube error: 429 and 5xx and transport failures are transient; other
-/// API statuses (400, 403, 404, 409, 422, ...) are permanent for the request made.
+/// Classifies a kube error: 429 and 5xx and transport failures are transient, and so is
+/// a 403 from an admission step that could not reach what it depends on (see
+/// [`admission_unreachable`]); other API statuses (400, 403, 404, 409, 422, ...) are
+/// permanent for the request made.
 pub fn classify(err: &kube::Error) -> ErrorClass {
     match err {
+        kube::Error::Api(status)
+            if status.code == 403 && admission_unreachable(&status.message) =>
+        {
+            ErrorClass::Transient
+        }
         kube::Error::Api(status) => classify_status(status.code),
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
             ErrorClass::Transient
@@ -73,6 +80,26 @@ pub fn classify_status(code: u16) -> ErrorClass {
         429 | 500..=599 | 408 => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
+}
+
+/// Network failures an admission plugin reports inside a 403 when it cannot reach what it
+/// needs: an API server that is still starting cannot list LimitRanges through its own
+/// loopback client (`pods "p" is forbidden: Get "https://127.0.0.1:6443/...":
+/// dial tcp ...: connect: connection refused`). An RBAC denial never carries them.
+const UNREACHABLE: [&str; 7] = [
+    "connection refused",
+    "connection reset by peer",
+    "dial tcp",
+    "i/o timeout",
+    "TLS handshake timeout",
+    "context deadline exceeded",
+    "no route to host",
+];
+
+/// Whether a 403's message is an admission step that failed to reach a dependency, a
+/// transient condition, rather than a refusal of the request.
+fn admission_unreachable(message: &str) -> bool {
+    UNREACHABLE.iter().any(|m| message.contains(m))
 }
 
 /// The HTTP status of an API error (404, 409, ...), if the error is one.
@@ -92,9 +119,11 @@ pub fn is_quota_exceeded(err: &kube::Error) -> bool {
     }
 }
 
-/// Whether an API status is the ResourceQuota admission's refusal.
+/// Whether an API status is the ResourceQuota admission's refusal: the quota is used up,
+/// or the quota controller has not counted the namespace yet (`status unknown for quota`).
 fn quota_message(code: u16, message: &str) -> bool {
-    code == 403 && message.contains("exceeded quota")
+    code == 403
+        && (message.contains("exceeded quota") || message.contains("status unknown for quota"))
 }
 
 /// Short text of a kube error for results and logs: `409 AlreadyExists: ...`.
@@ -145,6 +174,28 @@ mod tests {
             "pods is forbidden: User \"x\" cannot create resource \"pods\""
         ));
         assert!(!quota_message(422, quota));
+        assert!(quota_message(
+            403,
+            "pods \"p\" is forbidden: status unknown for quota: q, resource: pods"
+        ));
+    }
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "Forbidden")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_403_from_an_admission_step_that_could_not_reach_the_api_is_transient() {
+        // Seen while the API server restarted: LimitRanger's own list failed.
+        let starting = "pods \"p\" is forbidden: Get \"https://127.0.0.1:41965/api/v1/namespaces/n/limitranges\": dial tcp 127.0.0.1:41965: connect: connection refused";
+        assert_eq!(classify(&api_error(403, starting)), ErrorClass::Transient);
+        let rbac = "pods \"p\" is forbidden: User \"system:serviceaccount:o:o\" cannot create resource \"pods\" in API group \"\" in the namespace \"n\"";
+        assert_eq!(classify(&api_error(403, rbac)), ErrorClass::Permanent);
+        assert_eq!(classify(&api_error(422, starting)), ErrorClass::Permanent);
     }
 
     #[test]
