@@ -23,7 +23,7 @@ run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
 	$(CARGO) run --bin ottoscaler -- run
 
 test: deps controlplane ## run every test (unit, actor, Redis, end-to-end) against real components
-	$(CARGO) test --workspace --all-targets --locked
+	$(CARGO) test --workspace --all-targets --locked --no-fail-fast
 
 bench: deps controlplane ## benchmarks B1-B6 against the release binary (<= 10 min); writes target/bench/results.json and docs/benchmarks.md
 	$(CARGO) build --release --bin ottoscaler -p ottoscaler

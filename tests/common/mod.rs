@@ -374,3 +374,20 @@ pub async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut o
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until the future that `ok` makes resolves to true, checking every 200 ms; panics
+/// naming `what` after `timeout`.
+pub async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !ok().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
