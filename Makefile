@@ -20,6 +20,7 @@ build: ## build the release binary
 	$(CARGO) build --release --bin ottoscaler
 
 check-image: ## run the Dockerfile's build stage in a sandbox (no Docker engine needed) and check the binary
+	python3 scripts/test_check_dockerfile.py
 	scripts/check-dockerfile.py
 
 run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL

@@ -677,6 +677,25 @@ def check_final_stage(
     return outputs
 
 
+def scrub_final_outputs(target_cache: Path) -> int:
+    """Removes the binaries and libraries cargo copied to the top of each profile directory
+    (target/<profile>/, beside .fingerprint/) in the cache. A real build starts without
+    them; a stale one (another profile's, a renamed binary's) must not make a broken
+    `cp target/...` pass. Cargo puts them back from deps/ when they are up to date."""
+    removed = 0
+    fingerprints = [*target_cache.glob("*/.fingerprint"), *target_cache.glob("*/*/.fingerprint")]
+    for fingerprint in fingerprints:
+        profile_dir = fingerprint.parent
+        for entry in profile_dir.iterdir():
+            # Not .cargo-lock: a concurrent check may hold it.
+            if entry.name.startswith("."):
+                continue
+            if entry.is_file() or entry.is_symlink():
+                entry.unlink()
+                removed += 1
+    return removed
+
+
 # --- main --------------------------------------------------------------------------------
 
 
@@ -781,6 +800,7 @@ def main() -> int:
     cache = Path(args.cache_dir)
     target_cache = cache / "target"
     target_cache.mkdir(parents=True, exist_ok=True)
+    scrub_final_outputs(target_cache)
     sandbox = Sandbox(
         toolchain=sysroot,
         toolchain_name=sysroot.name,
