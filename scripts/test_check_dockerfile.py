@@ -11,6 +11,7 @@ import unittest
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 _spec = importlib.util.spec_from_file_location("check_dockerfile", HERE / "check-dockerfile.py")
 assert _spec is not None and _spec.loader is not None
 cd = importlib.util.module_from_spec(_spec)
