@@ -21,7 +21,7 @@ build: ## build the release binary
 
 check-image: ## run the Dockerfile's build stage in a sandbox (no Docker engine needed) and check the binary
 	python3 scripts/test_check_dockerfile.py
-	scripts/check-dockerfile.py
+	scripts/check-dockerfile.py --smoke=--version
 
 run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
 	$(CARGO) run --bin ottoscaler -- run

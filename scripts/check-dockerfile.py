@@ -15,8 +15,10 @@ What it does, as `docker build` would:
     /etc read-only, the host's Rust toolchain read-only in place of the `rust` image's
     (the FROM tag's version is checked against it), and the cargo registry shared with
     the host. The repository is not visible to the build;
-  * checks every `COPY --from=<stage>` source of the final stage: it exists, and an
-    executable is an ELF file; prints its size.
+  * checks every `COPY --from=<stage>` source of the final stage: it exists, the
+    ENTRYPOINT binary is an executable ELF file (size and newest glibc symbol printed),
+    the final stage does not run as root; with --smoke=ARGS, runs that binary with ARGS
+    in an empty root holding only distroless cc's shared libraries, as user 65532.
 
 Not emulated: the base image's own files (the host's /usr stands in for them), ADD,
 RUN --mount, ONBUILD, HEALTHCHECK and other instructions that do not change the build
@@ -619,8 +621,53 @@ def stage_file(state: StageState, sandbox: Sandbox, container_path: str) -> Path
     return host_path(state, clean)
 
 
+# The shared libraries of gcr.io/distroless/cc-debian12: glibc (libc6) and the GCC runtime
+# (libgcc-s1, libgomp1, libstdc++6). The smoke run below sees these and nothing else.
+DISTROLESS_CC_LIBS = (
+    "ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libmvec.so.1 libdl.so.2 libpthread.so.0 "
+    "librt.so.1 libresolv.so.2 libutil.so.1 libanl.so.1 libnss_dns.so.2 libnss_files.so.2 "
+    "libgcc_s.so.1 libgomp.so.1 libstdc++.so.6"
+).split()
+
+
+def smoke_run(binary: Path, final: Stage, args: list[str], where: str) -> str:
+    """Runs `binary ARGS` as the final stage would start it, on a distroless cc base: an
+    empty root with only the base's shared libraries, as user 65532. A binary linked to
+    a library distroless does not ship (libssl, say) fails here."""
+    if not re.search(r"distroless/cc", final.base):
+        return f"smoke run skipped: the final stage is FROM {final.base}, not distroless/cc"
+    libc = next((d for d in (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu")) if (d / "libc.so.6").exists()), None)
+    if libc is None:
+        return "smoke run skipped: no x86_64 glibc on this host"
+    cmd = ["bwrap", "--die-with-parent", "--unshare-all", "--uid", "65532", "--gid", "65532"]
+    cmd += ["--dir", str(libc), "--dir", "/lib64", "--dir", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    for name in DISTROLESS_CC_LIBS:
+        lib = libc / name
+        if lib.exists():
+            cmd += ["--ro-bind", str(lib.resolve()), str(lib)]
+    cmd += ["--symlink", str(libc / "ld-linux-x86-64.so.2"), "/lib64/ld-linux-x86-64.so.2"]
+    cmd += ["--ro-bind", str(binary), "/entrypoint", "--clearenv", "--setenv", "PATH", DEFAULT_PATH]
+    cmd += ["--", "/entrypoint", *args]
+    try:
+        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as e:
+        raise CheckFailed(f"{where}\n  smoke run `{' '.join(args)}` did not finish in 60 s") from e
+    if result.returncode != 0:
+        raise CheckFailed(
+            f"{where}\n  smoke run `{binary.name} {' '.join(args)}` on distroless' libraries only, as "
+            f"user 65532, exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+    first = (result.stdout.strip().splitlines() or [""])[0]
+    return f"smoke run `{' '.join(args)}` as 65532 on distroless' libraries: {first!r}"
+
+
 def check_final_stage(
-    stages: list[Stage], builder: Stage, state: StageState, sandbox: Sandbox, dockerfile: Path
+    stages: list[Stage],
+    builder: Stage,
+    state: StageState,
+    sandbox: Sandbox,
+    dockerfile: Path,
+    smoke_args: list[str],
 ) -> list[str]:
     """Every `COPY --from=<builder>` source of the final stage exists; the one that becomes
     the ENTRYPOINT (or every file, without an ENTRYPOINT) is an executable ELF file."""
@@ -668,6 +715,8 @@ def check_final_stage(
             else:
                 summary = "a file"
             outputs.append(f"{source}: {summary}, {size} bytes ({size / 1e6:.1f} MB)")
+            if must_run and smoke_args:
+                outputs.append(f"{source}: " + smoke_run(path, final, smoke_args, ins.where(dockerfile)))
     if not outputs:
         raise CheckFailed(f"{final.instruction.where(dockerfile)}\n  the final stage copies nothing from {builder.name or builder.index}")
     if final is not builder and user in (None, "", "0", "root"):
@@ -744,6 +793,13 @@ def main() -> int:
         help="the stage to run (default: the stage the final stage copies from)",
     )
     parser.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--smoke",
+        default="",
+        metavar="ARGS",
+        help="run the ENTRYPOINT binary with ARGS (e.g. --smoke=--version) in an empty root "
+        "holding only distroless cc's libraries, as user 65532; it must exit 0",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument(
         "--cache-dir", default=str(CACHE_DIR), help=f"the persistent cache (default: {CACHE_DIR})"
@@ -826,7 +882,7 @@ def main() -> int:
     rootfs = Path(tempfile.mkdtemp(prefix="check-dockerfile-"))
     try:
         state = run_stage(builder, global_args, build_args, context_files, sandbox, rootfs, dockerfile)
-        outputs = check_final_stage(stages, builder, state, sandbox, dockerfile)
+        outputs = check_final_stage(stages, builder, state, sandbox, dockerfile, shlex.split(args.smoke))
     finally:
         if args.keep:
             log(f"scratch directory kept: {rootfs}")
