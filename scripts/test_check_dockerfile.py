@@ -55,6 +55,39 @@ class DockerignoreTest(unittest.TestCase):
         )
 
 
+class CopyTest(unittest.TestCase):
+    """COPY as the engine does it: a directory's contents, files into a `/` destination,
+    globs, and a source the .dockerignore leaves out is an error naming the line."""
+
+    def copy(self, args: str, ignore: str = ""):
+        with tempfile.TemporaryDirectory() as tmp:
+            context = Path(tmp) / "ctx"
+            for rel in ["Cargo.toml", "src/main.rs", "src/a/b.rs", "docs/x.md"]:
+                (context / rel).parent.mkdir(parents=True, exist_ok=True)
+                (context / rel).write_text(rel)
+            (context / ".dockerignore").write_text(ignore)
+            files = cd.build_context(context, cd.read_dockerignore(context / ".dockerignore"))
+            rootfs = Path(tmp) / "root"
+            rootfs.mkdir()
+            state = cd.StageState(rootfs=rootfs, workdir="/w")
+            ins = cd.Instruction(7, "COPY", args, f"COPY {args}")
+            cd.copy_from_context(ins, state, files, Path("Dockerfile"))
+            return sorted(str(p.relative_to(rootfs)) for p in rootfs.rglob("*") if p.is_file())
+
+    def test_directory_contents_and_destinations(self):
+        self.assertEqual(self.copy("src src"), ["w/src/a/b.rs", "w/src/main.rs"])
+        self.assertEqual(self.copy("Cargo.toml ./"), ["w/Cargo.toml"])
+        self.assertEqual(self.copy("Cargo.toml /etc/c.toml"), ["etc/c.toml"])
+        self.assertEqual(self.copy("*.toml src/main.rs out/"), ["w/out/Cargo.toml", "w/out/main.rs"])
+        self.assertEqual(self.copy(". ."), ["w/.dockerignore", "w/Cargo.toml", "w/docs/x.md", "w/src/a/b.rs", "w/src/main.rs"])
+
+    def test_an_ignored_source_fails_naming_the_line(self):
+        with self.assertRaises(cd.CheckFailed) as failed:
+            self.copy("docs/x.md docs/", ignore="*\n!src\n")
+        self.assertIn("Dockerfile:7: COPY docs/x.md docs/", str(failed.exception))
+        self.assertIn("excluded by .dockerignore", str(failed.exception))
+
+
 class DockerfileTest(unittest.TestCase):
     def test_continuations_comments_and_stages(self):
         text = (
