@@ -395,7 +395,9 @@ def host_path(state: StageState, container_path: str) -> Path:
 
 
 def resolve(state: StageState, path: str) -> str:
-    joined = PurePosixPath(state.workdir) / path if not path.startswith("/") else PurePosixPath(path)
+    joined = (
+        PurePosixPath(state.workdir) / path if not path.startswith("/") else PurePosixPath(path)
+    )
     return os.path.normpath(str(joined))
 
 
@@ -408,7 +410,9 @@ def copy_from_context(
     flags, rest = split_flags(ins.args)
     unknown = set(flags) - {"chown", "chmod", "link"}
     if "from" in flags:
-        raise CheckFailed(f"{ins.where(dockerfile)}\n  COPY --from inside the build stage is not supported by this check")
+        raise CheckFailed(
+            f"{ins.where(dockerfile)}\n  COPY --from inside the build stage is not supported by this check"
+        )
     if unknown:
         raise CheckFailed(f"{ins.where(dockerfile)}\n  unsupported COPY flags: {sorted(unknown)}")
     words, _ = json_or_words(rest)
@@ -517,10 +521,14 @@ def bwrap_command(state: StageState, sandbox: Sandbox, argv: list[str]) -> list[
     return cmd + ["--"] + argv
 
 
-def run_instruction(ins: Instruction, state: StageState, sandbox: Sandbox, dockerfile: Path) -> None:
+def run_instruction(
+    ins: Instruction, state: StageState, sandbox: Sandbox, dockerfile: Path
+) -> None:
     flags, rest = split_flags(ins.args)
     if flags:
-        raise CheckFailed(f"{ins.where(dockerfile)}\n  RUN flags are not supported by this check: {sorted(flags)}")
+        raise CheckFailed(
+            f"{ins.where(dockerfile)}\n  RUN flags are not supported by this check: {sorted(flags)}"
+        )
     words, exec_form = json_or_words(rest)
     argv = words if exec_form else state.shell + [rest]
     host_workdir = host_path(state, state.workdir)
@@ -583,7 +591,16 @@ def run_stage(
             if not exec_form:
                 raise CheckFailed(f"{ins.where(dockerfile)}\n  SHELL takes a JSON array")
             state.shell = words
-        elif kw in ("LABEL", "EXPOSE", "ENTRYPOINT", "CMD", "STOPSIGNAL", "VOLUME", "MAINTAINER", "HEALTHCHECK"):
+        elif kw in (
+            "LABEL",
+            "EXPOSE",
+            "ENTRYPOINT",
+            "CMD",
+            "STOPSIGNAL",
+            "VOLUME",
+            "MAINTAINER",
+            "HEALTHCHECK",
+        ):
             log("  (no effect on the stage's files)")
         elif kw == "USER":
             log("  (USER in the build stage is not emulated: RUN runs as the calling user)")
@@ -606,7 +623,10 @@ def elf_summary(path: Path) -> str:
 def highest_glibc(path: Path) -> str | None:
     """The newest GLIBC_x.y symbol version the binary asks for (a text scan)."""
     data = path.read_bytes()
-    versions = {tuple(int(p) for p in m.split(b".")) for m in re.findall(rb"GLIBC_(\d+\.\d+(?:\.\d+)?)\x00", data)}
+    versions = {
+        tuple(int(p) for p in m.split(b"."))
+        for m in re.findall(rb"GLIBC_(\d+\.\d+(?:\.\d+)?)\x00", data)
+    }
     if not versions:
         return None
     return ".".join(str(p) for p in max(versions))
@@ -636,11 +656,29 @@ def smoke_run(binary: Path, final: Stage, args: list[str], where: str) -> str:
     a library distroless does not ship (libssl, say) fails here."""
     if not re.search(r"distroless/cc", final.base):
         return f"smoke run skipped: the final stage is FROM {final.base}, not distroless/cc"
-    libc = next((d for d in (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu")) if (d / "libc.so.6").exists()), None)
+    libc = next(
+        (
+            d
+            for d in (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu"))
+            if (d / "libc.so.6").exists()
+        ),
+        None,
+    )
     if libc is None:
         return "smoke run skipped: no x86_64 glibc on this host"
     cmd = ["bwrap", "--die-with-parent", "--unshare-all", "--uid", "65532", "--gid", "65532"]
-    cmd += ["--dir", str(libc), "--dir", "/lib64", "--dir", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    cmd += [
+        "--dir",
+        str(libc),
+        "--dir",
+        "/lib64",
+        "--dir",
+        "/tmp",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+    ]
     for name in DISTROLESS_CC_LIBS:
         lib = libc / name
         if lib.exists():
@@ -649,7 +687,9 @@ def smoke_run(binary: Path, final: Stage, args: list[str], where: str) -> str:
     cmd += ["--ro-bind", str(binary), "/entrypoint", "--clearenv", "--setenv", "PATH", DEFAULT_PATH]
     cmd += ["--", "/entrypoint", *args]
     try:
-        result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
     except subprocess.TimeoutExpired as e:
         raise CheckFailed(f"{where}\n  smoke run `{' '.join(args)}` did not finish in 60 s") from e
     if result.returncode != 0:
@@ -702,7 +742,9 @@ def check_final_stage(
                 continue
             size = path.stat().st_size
             lands_at = dest + os.path.basename(source) if dest.endswith("/") else dest
-            must_run = entrypoint is None or os.path.normpath(lands_at) == os.path.normpath(entrypoint)
+            must_run = entrypoint is None or os.path.normpath(lands_at) == os.path.normpath(
+                entrypoint
+            )
             if must_run and not os.access(path, os.X_OK):
                 raise CheckFailed(f"{ins.where(dockerfile)}\n  {source} is not executable")
             if must_run or path.read_bytes()[:4] == b"\x7fELF":
@@ -716,9 +758,13 @@ def check_final_stage(
                 summary = "a file"
             outputs.append(f"{source}: {summary}, {size} bytes ({size / 1e6:.1f} MB)")
             if must_run and smoke_args:
-                outputs.append(f"{source}: " + smoke_run(path, final, smoke_args, ins.where(dockerfile)))
+                outputs.append(
+                    f"{source}: " + smoke_run(path, final, smoke_args, ins.where(dockerfile))
+                )
     if not outputs:
-        raise CheckFailed(f"{final.instruction.where(dockerfile)}\n  the final stage copies nothing from {builder.name or builder.index}")
+        raise CheckFailed(
+            f"{final.instruction.where(dockerfile)}\n  the final stage copies nothing from {builder.name or builder.index}"
+        )
     if final is not builder and user in (None, "", "0", "root"):
         raise CheckFailed(
             f"{final.instruction.where(dockerfile)}\n  the final stage runs as root (no USER, or USER root)"
@@ -786,7 +832,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description="Run a Dockerfile's build stage in a sandbox, without a Docker engine."
     )
-    parser.add_argument("--file", "-f", default="Dockerfile", help="the Dockerfile (default: ./Dockerfile)")
+    parser.add_argument(
+        "--file", "-f", default="Dockerfile", help="the Dockerfile (default: ./Dockerfile)"
+    )
     parser.add_argument("--context", default=".", help="the build context (default: .)")
     parser.add_argument(
         "--stage",
@@ -815,7 +863,9 @@ def main() -> int:
     if not context.is_dir():
         raise SetupError(f"the build context {context} is not a directory")
     if shutil.which("bwrap") is None:
-        raise SetupError("bwrap is missing: install the Debian package bubblewrap (scripts/install-deps.sh)")
+        raise SetupError(
+            "bwrap is missing: install the Debian package bubblewrap (scripts/install-deps.sh)"
+        )
 
     instructions, _ = parse_dockerfile(text)
     preamble, stages = split_stages(instructions)
@@ -833,7 +883,9 @@ def main() -> int:
                     refs.append(flags["from"])
         found = [s for s in (find_stage(stages, r) for r in refs) if s is not None]
         if not found:
-            raise SetupError(f"the final stage of {dockerfile} copies from no earlier stage: pass --stage")
+            raise SetupError(
+                f"the final stage of {dockerfile} copies from no earlier stage: pass --stage"
+            )
         builder = found[0]
 
     build_args = {}
@@ -870,7 +922,9 @@ def main() -> int:
         ignore_file = context / ".dockerignore"
     patterns = read_dockerignore(ignore_file)
     context_files = build_context(context, patterns)
-    context_bytes = sum(p.stat().st_size for p in context_files.values() if p.is_file() and not p.is_symlink())
+    context_bytes = sum(
+        p.stat().st_size for p in context_files.values() if p.is_file() and not p.is_symlink()
+    )
     n_files = sum(1 for p in context_files.values() if p.is_file())
     log(
         f"{dockerfile}: stage {builder.name or builder.index} (FROM {base}) with {version}; "
@@ -881,8 +935,12 @@ def main() -> int:
     started = time.monotonic()
     rootfs = Path(tempfile.mkdtemp(prefix="check-dockerfile-"))
     try:
-        state = run_stage(builder, global_args, build_args, context_files, sandbox, rootfs, dockerfile)
-        outputs = check_final_stage(stages, builder, state, sandbox, dockerfile, shlex.split(args.smoke))
+        state = run_stage(
+            builder, global_args, build_args, context_files, sandbox, rootfs, dockerfile
+        )
+        outputs = check_final_stage(
+            stages, builder, state, sandbox, dockerfile, shlex.split(args.smoke)
+        )
     finally:
         if args.keep:
             log(f"scratch directory kept: {rootfs}")
@@ -890,7 +948,9 @@ def main() -> int:
             shutil.rmtree(rootfs, ignore_errors=True)
     for line in outputs:
         log(f"output {line}")
-    log(f"OK: stage {builder.name or builder.index} of {dockerfile} builds ({time.monotonic() - started:.0f}s)")
+    log(
+        f"OK: stage {builder.name or builder.index} of {dockerfile} builds ({time.monotonic() - started:.0f}s)"
+    )
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Unit tests of scripts/check-dockerfile.py's parsing (no sandbox, no cargo; < 1 s):
 
-    python3 scripts/test_check_dockerfile.py
+python3 scripts/test_check_dockerfile.py
 """
 
 import importlib.util
@@ -78,8 +78,13 @@ class CopyTest(unittest.TestCase):
         self.assertEqual(self.copy("src src"), ["w/src/a/b.rs", "w/src/main.rs"])
         self.assertEqual(self.copy("Cargo.toml ./"), ["w/Cargo.toml"])
         self.assertEqual(self.copy("Cargo.toml /etc/c.toml"), ["etc/c.toml"])
-        self.assertEqual(self.copy("*.toml src/main.rs out/"), ["w/out/Cargo.toml", "w/out/main.rs"])
-        self.assertEqual(self.copy(". ."), ["w/.dockerignore", "w/Cargo.toml", "w/docs/x.md", "w/src/a/b.rs", "w/src/main.rs"])
+        self.assertEqual(
+            self.copy("*.toml src/main.rs out/"), ["w/out/Cargo.toml", "w/out/main.rs"]
+        )
+        self.assertEqual(
+            self.copy(". ."),
+            ["w/.dockerignore", "w/Cargo.toml", "w/docs/x.md", "w/src/a/b.rs", "w/src/main.rs"],
+        )
 
     def test_an_ignored_source_fails_naming_the_line(self):
         with self.assertRaises(cd.CheckFailed) as failed:
