@@ -5,7 +5,7 @@ NAMESPACE ?= ottoscaler
 EVENT_TASK ?= task-123
 EVENT_PODS ?= 3
 
-.PHONY: help deps controlplane build run test chaos bench test-event fmt lint deploy logs demo up clean
+.PHONY: help deps controlplane build run test chaos bench test-event fmt lint deploy logs demo up clean check-image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -18,6 +18,10 @@ controlplane: ## build the test control plane (kube-apiserver, etcd, kubectl) fr
 
 build: ## build the release binary
 	$(CARGO) build --release --bin ottoscaler
+
+check-image: ## run the Dockerfile's build stage in a sandbox (no Docker engine needed) and check the binary
+	python3 scripts/test_check_dockerfile.py
+	scripts/check-dockerfile.py --smoke=--version
 
 run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
 	$(CARGO) run --bin ottoscaler -- run

@@ -1,8 +1,9 @@
 //! The deployment files, checked against the real thing:
 //! - every manifest in `manifests/` (and `manifests/dev`) passes the API server's own
 //!   validation (`kubectl apply --dry-run=server --validate=strict`);
-//! - the ConfigMap's `ottoscaler.toml` is a valid configuration and sits where the
-//!   Deployment says it does;
+//! - the ConfigMap's `ottoscaler.toml` (base/ottoscaler.toml, through kustomize's
+//!   configMapGenerator) loads and validates with the product's settings loader, is
+//!   accepted by `check-config`, and sits where the Deployment says it does;
 //! - the Role is enough for the compiled binary to run a scale_up under the
 //!   ServiceAccount's own token, and refuses everything else;
 //! - `ottoscaler check-config` redacts secrets and names a bad key;
@@ -232,17 +233,82 @@ fn string_at<'a>(value: &'a Value, path: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no string at {path}"))
 }
 
+/// The ConfigMap `ottoscaler-config` as base/kustomization.yaml generates it: its
+/// generator entry, and each data key with the repository file it comes from.
+struct GeneratedConfigMap {
+    generator: Value,
+    files: BTreeMap<String, String>,
+}
+
+fn generated_configmap() -> GeneratedConfigMap {
+    let kustomization = single_document("manifests/base/kustomization.yaml");
+    let generator = kustomization["configMapGenerator"]
+        .as_array()
+        .expect("base/kustomization.yaml has a configMapGenerator")
+        .iter()
+        .find(|g| g["name"] == "ottoscaler-config")
+        .expect("a configMapGenerator named ottoscaler-config")
+        .clone();
+    let files = generator["files"]
+        .as_array()
+        .expect("the generator's files")
+        .iter()
+        .map(|f| {
+            let entry = f.as_str().expect("a file entry is a string");
+            // `key=path` or `path` (the key is then the file name).
+            let (key, path) = entry
+                .split_once('=')
+                .unwrap_or_else(|| (entry.rsplit('/').next().unwrap_or(entry), entry));
+            (key.to_string(), format!("manifests/base/{path}"))
+        })
+        .collect();
+    GeneratedConfigMap { generator, files }
+}
+
+#[test]
+fn the_generated_config_file_loads_and_validates_with_the_settings_loader() {
+    let configmap = generated_configmap();
+    let path = configmap
+        .files
+        .get("ottoscaler.toml")
+        .expect("the ConfigMap has the key ottoscaler.toml");
+    assert_eq!(path, "manifests/base/ottoscaler.toml");
+    // The loader the binary uses, with an empty environment: the file alone is valid.
+    let settings = ottoscaler::settings::Settings::load_from(
+        Some(&repo_path(path)),
+        std::iter::empty::<(String, String)>(),
+    )
+    .unwrap_or_else(|e| panic!("{path} does not load: {e}"));
+    assert_eq!(settings.kubernetes.namespace, "", "the pod's own namespace");
+    assert_eq!(settings.http.addr.to_string(), "0.0.0.0:8080");
+    assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
+    assert!(settings.templates.contains_key("default"));
+    assert_eq!(
+        configmap
+            .generator
+            .pointer("/options/disableNameSuffixHash"),
+        Some(&Value::from(true)),
+        "the Deployment mounts the ConfigMap by its plain name"
+    );
+    assert_eq!(
+        configmap.generator["namespace"].as_str(),
+        Some(NAMESPACE),
+        "the ConfigMap lives with the Deployment"
+    );
+}
+
 #[test]
 fn the_configmaps_config_file_is_valid_and_mounted_where_the_deployment_points() {
-    let configmap = single_document("manifests/base/configmap.yaml");
-    let toml = string_at(&configmap, "/data/ottoscaler.toml");
-    let dir = temp_dir("configmap");
-    let file = dir.join("ottoscaler.toml");
-    std::fs::write(&file, toml).expect("write the ConfigMap's file");
+    let configmap = generated_configmap();
+    let file = repo_path(
+        configmap
+            .files
+            .get("ottoscaler.toml")
+            .expect("the ConfigMap has the key ottoscaler.toml"),
+    );
     let mut cmd = ottoscaler_command();
     cmd.arg("check-config").arg("--config").arg(&file);
     let out = run_with_timeout(cmd, CHECK_CONFIG_TIMEOUT);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "check-config: {}", out.describe());
     let effective: toml::Table = out.stdout.parse().expect("check-config prints TOML");
     let get = |section: &str, key: &str| {
@@ -281,7 +347,7 @@ fn the_configmaps_config_file_is_valid_and_mounted_where_the_deployment_points()
         .unwrap_or_else(|| panic!("no volume mounted at {config_path}"));
     let file_name = config_path.rsplit('/').next().unwrap_or_default();
     assert!(
-        configmap["data"].get(file_name).is_some(),
+        configmap.files.contains_key(file_name),
         "the ConfigMap has no key {file_name}"
     );
     let volumes = pod["volumes"].as_array().expect("volumes");
@@ -291,7 +357,7 @@ fn the_configmaps_config_file_is_valid_and_mounted_where_the_deployment_points()
         .expect("the mounted volume");
     assert_eq!(
         volume.pointer("/configMap/name"),
-        configmap.pointer("/metadata/name"),
+        Some(&configmap.generator["name"]),
         "the volume is the ConfigMap"
     );
 
