@@ -173,7 +173,18 @@ async fn assert_server_dry_run_accepts(dir: &str, expected: &[&str]) {
         "kubectl apply -k {dir} --dry-run=server: {}",
         out.describe()
     );
-    let mut applied: Vec<&str> = out.stdout.lines().map(str::trim).collect();
+    // The generated ConfigMap's name ends in a hash of its content.
+    let mut applied: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .map(
+            |name| match name.strip_prefix("configmap/ottoscaler-config-") {
+                Some(hash) if !hash.is_empty() => "configmap/ottoscaler-config-<hash>",
+                _ => name,
+            },
+        )
+        .collect();
     applied.sort_unstable();
     let mut expected = expected.to_vec();
     expected.sort_unstable();
@@ -190,7 +201,7 @@ const BASE_OBJECTS: [&str; 7] = [
     "serviceaccount/ottoscaler",
     "role.rbac.authorization.k8s.io/ottoscaler",
     "rolebinding.rbac.authorization.k8s.io/ottoscaler",
-    "configmap/ottoscaler-config",
+    "configmap/ottoscaler-config-<hash>",
     "service/ottoscaler",
     "deployment.apps/ottoscaler",
 ];
@@ -283,13 +294,6 @@ fn the_generated_config_file_loads_and_validates_with_the_settings_loader() {
     assert_eq!(settings.http.addr.to_string(), "0.0.0.0:8080");
     assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
     assert!(settings.templates.contains_key("default"));
-    assert_eq!(
-        configmap
-            .generator
-            .pointer("/options/disableNameSuffixHash"),
-        Some(&Value::from(true)),
-        "the Deployment mounts the ConfigMap by its plain name"
-    );
     assert_eq!(
         configmap.generator["namespace"].as_str(),
         Some(NAMESPACE),
@@ -386,6 +390,81 @@ fn the_configmaps_config_file_is_valid_and_mounted_where_the_deployment_points()
         string_at(env["REDIS_CONSUMER"], "/valueFrom/fieldRef/fieldPath"),
         "metadata.name"
     );
+}
+
+/// `kubectl kustomize <dir>`: the rendered objects.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let path = dir.to_str().expect("path is UTF-8");
+    let out = kubectl(&["kustomize", path]);
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {path}: {}",
+        out.describe()
+    );
+    serde_yaml_ng::Deserializer::from_str(&out.stdout)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).expect("rendered YAML"))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// The rendered ConfigMap's name and the name the Deployment's config volume refers to.
+fn rendered_config_names(dir: &Path) -> (String, String) {
+    let objects = kustomize(dir);
+    let of_kind = |kind: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} rendered"))
+    };
+    let configmap = string_at(of_kind("ConfigMap"), "/metadata/name").to_string();
+    let referenced = of_kind("Deployment")
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .expect("volumes")
+        .iter()
+        .find_map(|v| v.pointer("/configMap/name").and_then(Value::as_str))
+        .expect("a configMap volume")
+        .to_string();
+    (configmap, referenced)
+}
+
+/// Copies the directory tree `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+#[test]
+fn an_edited_config_renders_a_new_configmap_name_so_the_deployment_rolls_out() {
+    let (name, referenced) = rendered_config_names(&repo_path("manifests"));
+    assert!(
+        name.starts_with("ottoscaler-config-") && name.len() > "ottoscaler-config-".len(),
+        "the ConfigMap's name carries a content hash: {name}"
+    );
+    assert_eq!(
+        referenced, name,
+        "the Deployment mounts the generated ConfigMap"
+    );
+
+    // The same manifests with one setting changed.
+    let copy = temp_dir("rollout");
+    copy_tree(&repo_path("manifests"), &copy);
+    let toml = copy.join("base/ottoscaler.toml");
+    let mut text = std::fs::read_to_string(&toml).expect("read the copy");
+    text.push_str("\n# an operator's edit\n");
+    std::fs::write(&toml, text).expect("edit the copy");
+    let (edited, edited_ref) = rendered_config_names(&copy);
+    let _ = std::fs::remove_dir_all(&copy);
+    assert_ne!(edited, name, "an edit changes the ConfigMap's name");
+    assert_eq!(edited_ref, edited, "and the pod template that mounts it");
 }
 
 fn temp_dir(label: &str) -> PathBuf {
