@@ -30,13 +30,14 @@ fn pod_scheduled(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition>
 async fn a_worker_no_node_can_hold_is_unschedulable_and_ends_timed_out() {
     let mut settings = test_settings();
     settings.worker.pending_timeout = Duration::from_secs(10);
-    // kubesim's nodes have 64 CPUs: the scheduler finds no place for 100.
+    // Twice what a kubesim node has: the scheduler finds no place for it.
+    let cpus = (testenv::kubesim::nodes::NODE_CPUS * 2).to_string();
     settings.templates.insert(
         "huge".into(),
         TemplateSettings {
             annotations: BTreeMap::from([(RUN_SECONDS.to_string(), "1".to_string())]),
             resources: ResourceSettings {
-                requests: BTreeMap::from([("cpu".to_string(), "100".to_string())]),
+                requests: BTreeMap::from([("cpu".to_string(), cpus)]),
                 limits: BTreeMap::new(),
             },
             ..TemplateSettings::builtin_default()

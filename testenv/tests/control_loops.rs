@@ -147,8 +147,8 @@ async fn a_pod_larger_than_any_node_stays_pending_with_the_schedulers_message() 
     let env = testenv::shared();
     let ns = env.namespace("too-large").await;
     let client = env.client();
-    // kubesim's nodes have 64 CPUs.
-    let created = create(&client, &ns, &placed_pod("huge", &[], "100", "1Gi", &[])).await;
+    let cpus = (testenv::kubesim::nodes::NODE_CPUS * 2).to_string();
+    let created = create(&client, &ns, &placed_pod("huge", &[], &cpus, "1Gi", &[])).await;
     let mut events = watch_pod(&client, &ns, &created).await;
     let seen = watch_until(&mut events, &client, &ns, WAIT, "PodScheduled=False", |e| {
         matches!(e, WatchEvent::Modified(p)

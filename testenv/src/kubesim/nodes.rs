@@ -66,6 +66,9 @@ impl SimNode {
     }
 }
 
+/// CPUs of every simulated node (allocatable; memory is 4Ti, pods 5000).
+pub const NODE_CPUS: u32 = 1000;
+
 /// The namespace of node leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -161,8 +164,11 @@ pub async fn label(client: &Client, name: &str, key: &str, value: &str) -> Resul
 pub async fn post_status(client: &Client, node: &SimNode) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let now = time(Timestamp::now());
-    let resources =
-        json!({ "cpu": "64", "memory": "256Gi", "pods": "5000", "ephemeral-storage": "1Ti" });
+    // Room for 5000 pods of ottoscaler's default template (100m CPU, 64Mi) per node,
+    // so the scale tests and benchmarks (10,000 workers on 3 nodes) fit.
+    let resources = json!({
+        "cpu": NODE_CPUS.to_string(), "memory": "4Ti", "pods": "5000", "ephemeral-storage": "4Ti",
+    });
     let status = json!({
         "status": {
             "capacity": resources,
