@@ -13,7 +13,7 @@ help: ## list the targets
 deps: ## install the Debian packages the tests need (redis-server, redis-cli)
 	scripts/install-deps.sh
 
-controlplane: ## build the test control plane (kube-apiserver, etcd, kubectl) from Go modules
+controlplane: ## build the test control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl) from Go modules
 	testenv/controlplane/build.sh
 
 build: ## build the release binary
@@ -46,7 +46,7 @@ lint: ## formatting check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-up: controlplane ## start etcd + kube-apiserver + kubesim on loopback (Ctrl-C stops)
+up: controlplane ## start the control plane + kubesim on loopback (Ctrl-C stops)
 	$(CARGO) run -p testenv -- up --dir target/testenv
 
 deploy: ## install into the current kube context (kubectl apply -k manifests)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the test control plane (kube-apiserver, kubectl, etcd) from the pinned Go
+# Builds the test control plane (etcd, kube-apiserver, kube-scheduler,
+# kube-controller-manager, kubectl) from the pinned Go
 # module in this folder and caches the binaries outside the clone, keyed by a hash of
 # the module files, so later runs (and CI on the same machine) reuse them.
 #
@@ -8,11 +9,14 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-key="$(cat "$here/go.mod" "$here/go.sum" "$here/cmd/etcd/main.go" "$here/build.sh" | sha256sum | cut -c1-16)"
+key="$(cat "$here/go.mod" "$here/go.sum" "$here/tools.go" "$here/cmd/etcd/main.go" "$here/build.sh" | sha256sum | cut -c1-16)"
+binaries=(etcd kube-apiserver kube-scheduler kube-controller-manager kubectl)
 cache="${OTTOSCALER_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ottoscaler/testenv}"
 out="$cache/$key"
 
-if [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && [ -x "$out/kubectl" ]; then
+cached=1
+for name in "${binaries[@]}"; do [ -x "$out/$name" ] || cached=0; done
+if [ "$cached" = 1 ]; then
   echo "controlplane: cached binaries in $out" >&2
   echo "$out"
   exit 0
@@ -23,8 +27,8 @@ mkdir -p "$out.tmp"
 cd "$here"
 export CGO_ENABLED=0
 start=$(date +%s)
-for target in etcd:./cmd/etcd kube-apiserver:k8s.io/kubernetes/cmd/kube-apiserver kubectl:k8s.io/kubernetes/cmd/kubectl; do
-  name="${target%%:*}"; pkg="${target#*:}"
+for name in "${binaries[@]}"; do
+  case "$name" in etcd) pkg=./cmd/etcd ;; *) pkg="k8s.io/kubernetes/cmd/$name" ;; esac
   echo "controlplane: building $name (first build takes several minutes on 2 cores)..." >&2
   t0=$(date +%s)
   go build -trimpath -ldflags='-s -w' -o "$out.tmp/$name" "$pkg"

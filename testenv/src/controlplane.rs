@@ -1,9 +1,15 @@
-//! A real etcd + kube-apiserver on loopback, like controller-runtime's envtest.
+//! A real control plane on loopback: etcd, kube-apiserver, kube-scheduler and
+//! kube-controller-manager, like a one-machine cluster without kubelets.
 //!
-//! No controller-manager and no scheduler run: nothing garbage-collects owned
-//! objects, finalizes deleted namespaces or creates `default` ServiceAccounts (we
-//! disable the ServiceAccount admission plugin instead). Scheduling and kubelet
-//! behaviour come from [`crate::kubesim`].
+//! The scheduler and controller-manager authenticate with client certificates signed
+//! by the test CA (CN `system:kube-scheduler`, `system:kube-controller-manager`), so the
+//! default RBAC bootstrap roles apply as in a real cluster. The controller-manager runs
+//! its default controllers (garbage collector, namespace, node lifecycle with
+//! taint-based eviction, ServiceAccount, ...) with test-speed settings: nodes whose
+//! heartbeats stop are NotReady after [`NODE_MONITOR_GRACE`], and pods tolerate
+//! `not-ready`/`unreachable` for [`DEFAULT_TOLERATION_SECONDS`] only. The
+//! ServiceAccount admission plugin stays off (pods get no token volumes). Kubelet
+//! behaviour comes from [`crate::kubesim`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +53,7 @@ impl Default for ControlPlaneOptions {
 #[derive(Debug)]
 pub struct ControlPlane {
     // Field order matters: the servers are killed before the directory is removed.
+    loops: ControlLoops,
     apiserver: ManagedChild,
     etcd: ManagedChild,
     /// How the apiserver was started, so it can be started again alone.
@@ -62,6 +69,23 @@ pub struct ControlPlane {
 
 /// The certificates' directory inside the control plane's directory.
 const CERTS_DIR: &str = "certs";
+
+/// How long a node may go without a heartbeat before the node lifecycle controller
+/// marks it NotReady (`--node-monitor-grace-period`; 50 s in a real cluster).
+pub const NODE_MONITOR_GRACE: Duration = Duration::from_secs(15);
+
+/// How long pods tolerate the `not-ready`/`unreachable` NoExecute taints by default
+/// before the taint manager evicts them (300 s in a real cluster).
+pub const DEFAULT_TOLERATION_SECONDS: u32 = 3;
+
+/// kube-scheduler and kube-controller-manager.
+#[derive(Debug)]
+struct ControlLoops {
+    scheduler: ManagedChild,
+    controller_manager: ManagedChild,
+    /// Secure ports of (scheduler, controller-manager).
+    ports: (u16, u16),
+}
 
 /// Attempts before giving up; a retry uses new ports (a port picked as free may be
 /// taken by someone else before the server binds it).
@@ -83,7 +107,7 @@ impl ControlPlane {
         let mut last_err = None;
         for attempt in 1..=ATTEMPTS {
             match Self::try_start(&binaries, dir.path(), opts.ready_timeout).await {
-                Ok(parts) => return Ok(parts.assemble(binaries, dir)),
+                Ok((parts, loops)) => return Ok(parts.assemble(loops, binaries, dir)),
                 Err(StartError::Fatal(err)) => return Err(err),
                 Err(StartError::Retry(err)) => {
                     eprintln!("testenv: control plane start attempt {attempt} failed: {err:#}");
@@ -94,7 +118,11 @@ impl ControlPlane {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("control plane did not start")))
     }
 
-    async fn try_start(bin: &Path, dir: &Path, timeout: Duration) -> Result<Parts, StartError> {
+    async fn try_start(
+        bin: &Path,
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<(Parts, ControlLoops), StartError> {
         let started = Instant::now();
         let certs_dir = dir.join(CERTS_DIR);
         let logs = dir.join("logs");
@@ -152,8 +180,12 @@ impl ControlPlane {
                 certs.service_account_key.display()
             ),
             format!("--token-auth-file={}", tokens.display()),
+            format!("--client-ca-file={}", certs.ca_cert.display()),
             "--authorization-mode=RBAC".to_string(),
-            // Without a controller-manager nobody creates `default` ServiceAccounts.
+            format!("--default-not-ready-toleration-seconds={DEFAULT_TOLERATION_SECONDS}"),
+            format!("--default-unreachable-toleration-seconds={DEFAULT_TOLERATION_SECONDS}"),
+            // Pods get no service-account token volumes: nothing reads them, and pod
+            // specs stay as the tests wrote them.
             "--disable-admission-plugins=ServiceAccount".to_string(),
             "--allow-privileged=true".to_string(),
             // The endpoints of the `kubernetes` Service may not be a loopback address,
@@ -183,6 +215,7 @@ impl ControlPlane {
             .await
             .map_err(StartError::Fatal)?;
         let mut parts = Parts {
+            loops: None,
             apiserver,
             etcd,
             apiserver_cmd,
@@ -193,15 +226,26 @@ impl ControlPlane {
             startup: Duration::ZERO,
         };
         parts.wait_ready(started, timeout).await?;
+        let loops = start_control_loops(bin, dir, &certs, &parts.server_url, &logs)?;
+        let loops = parts.loops.insert(loops);
+        wait_healthy(&parts.config, loops, started, timeout).await?;
         parts.startup = started.elapsed();
         std::fs::rename(&partial, &parts.kubeconfig)
             .with_context(|| format!("cannot write {}", parts.kubeconfig.display()))
             .map_err(StartError::Fatal)?;
-        Ok(parts)
+        let loops = parts
+            .loops
+            .take()
+            .context("control loops missing")
+            .map_err(StartError::Fatal)?;
+        Ok((parts, loops))
     }
 
-    /// Stops kube-apiserver, then etcd, each with SIGTERM and a grace period.
+    /// Stops the scheduler and controller-manager, then kube-apiserver, then etcd, each
+    /// with SIGTERM and a grace period.
     pub fn stop(&mut self) {
+        self.loops.scheduler.stop(Duration::from_secs(10));
+        self.loops.controller_manager.stop(Duration::from_secs(10));
         self.apiserver.stop(Duration::from_secs(15));
         self.etcd.stop(Duration::from_secs(10));
     }
@@ -209,6 +253,8 @@ impl ControlPlane {
     /// SIGKILLs both servers and removes the working directory if it is temporary;
     /// for a process that is about to exit (the shared instance is never dropped).
     pub(crate) fn kill_at_exit(&self) {
+        self.loops.scheduler.kill_now();
+        self.loops.controller_manager.kill_now();
         self.apiserver.kill_now();
         self.etcd.kill_now();
         self.dir.remove_now();
@@ -236,7 +282,8 @@ impl ControlPlane {
         kubeconfig::write(path, &self.server_url, &ca_cert, token, namespace)
     }
 
-    /// Directory with etcd, kube-apiserver and kubectl.
+    /// Directory with etcd, kube-apiserver, kube-scheduler, kube-controller-manager
+    /// and kubectl.
     pub fn binaries_dir(&self) -> &Path {
         &self.binaries
     }
@@ -257,7 +304,8 @@ impl ControlPlane {
         kube::Client::try_from(self.config.clone()).context("cannot build kube client")
     }
 
-    /// Time from spawning etcd to a ready apiserver.
+    /// Time from spawning etcd to a ready apiserver with a healthy scheduler and
+    /// controller-manager.
     pub fn startup_time(&self) -> Duration {
         self.startup
     }
@@ -265,6 +313,14 @@ impl ControlPlane {
     /// Pids of (etcd, kube-apiserver).
     pub fn pids(&self) -> (u32, u32) {
         (self.etcd.pid(), self.apiserver.pid())
+    }
+
+    /// Pids of (kube-scheduler, kube-controller-manager).
+    pub fn control_loop_pids(&self) -> (u32, u32) {
+        (
+            self.loops.scheduler.pid(),
+            self.loops.controller_manager.pid(),
+        )
     }
 
     /// Stops only kube-apiserver: SIGKILL (a crash) with `graceful == false`, else
@@ -338,6 +394,7 @@ impl From<anyhow::Error> for StartError {
 
 /// The servers of one successful attempt, before they get their directory.
 struct Parts {
+    loops: Option<ControlLoops>,
     apiserver: ManagedChild,
     etcd: ManagedChild,
     apiserver_cmd: ApiserverCommand,
@@ -349,8 +406,9 @@ struct Parts {
 }
 
 impl Parts {
-    fn assemble(self, binaries: PathBuf, dir: WorkDir) -> ControlPlane {
+    fn assemble(self, loops: ControlLoops, binaries: PathBuf, dir: WorkDir) -> ControlPlane {
         ControlPlane {
+            loops,
             apiserver: self.apiserver,
             etcd: self.etcd,
             apiserver_cmd: self.apiserver_cmd,
@@ -428,6 +486,176 @@ async fn wait_ready(
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts kube-scheduler and kube-controller-manager against the apiserver at
+/// `server_url`, each with its own kubeconfig (client certificate) and a secure port
+/// of its own on 127.0.0.1.
+fn start_control_loops(
+    bin: &Path,
+    dir: &Path,
+    certs: &certs::CertFiles,
+    server_url: &str,
+    logs: &Path,
+) -> Result<ControlLoops, StartError> {
+    let (serving_cert, serving_key) = &certs.component_serving;
+    let common = |kubeconfig: &Path, port: u16| {
+        vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--authentication-kubeconfig={}", kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", kubeconfig.display()),
+            "--bind-address=127.0.0.1".to_string(),
+            format!("--secure-port={port}"),
+            format!("--tls-cert-file={}", serving_cert.display()),
+            format!("--tls-private-key-file={}", serving_key.display()),
+            format!("--client-ca-file={}", certs.ca_cert.display()),
+        ]
+    };
+
+    let scheduler_kubeconfig = dir.join("kube-scheduler.kubeconfig");
+    let (cert, key) = &certs.scheduler_client;
+    kubeconfig::write_client_cert(
+        &scheduler_kubeconfig,
+        server_url,
+        &certs.ca_cert,
+        (cert, key),
+    )
+    .map_err(StartError::Fatal)?;
+    // The client rate limits of the defaults (50 QPS) would make binding thousands
+    // of pods take a minute; a config file is the only way to raise them.
+    let scheduler_config = dir.join("kube-scheduler.yaml");
+    std::fs::write(
+        &scheduler_config,
+        format!(
+            "apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: {:?}
+  qps: 500
+  burst: 1000
+leaderElection:
+  leaderElect: false
+",
+            scheduler_kubeconfig.display().to_string()
+        ),
+    )
+    .context("cannot write the kube-scheduler config")
+    .map_err(StartError::Fatal)?;
+    let scheduler_port = free_port()?;
+    let mut scheduler_cmd = Command::new(bin.join("kube-scheduler"));
+    let mut args = common(&scheduler_kubeconfig, scheduler_port);
+    args.retain(|a| !a.starts_with("--kubeconfig="));
+    args.push(format!("--config={}", scheduler_config.display()));
+    scheduler_cmd.args(args);
+    let scheduler = ManagedChild::start(
+        "kube-scheduler",
+        scheduler_cmd,
+        &logs.join("kube-scheduler.log"),
+    )?;
+
+    let cm_kubeconfig = dir.join("kube-controller-manager.kubeconfig");
+    let (cert, key) = &certs.controller_manager_client;
+    kubeconfig::write_client_cert(&cm_kubeconfig, server_url, &certs.ca_cert, (cert, key))
+        .map_err(StartError::Fatal)?;
+    let cm_port = free_port()?;
+    let mut cm_cmd = Command::new(bin.join("kube-controller-manager"));
+    cm_cmd.args(common(&cm_kubeconfig, cm_port));
+    cm_cmd.args([
+        "--leader-elect=false".to_string(),
+        "--use-service-account-credentials=true".to_string(),
+        format!(
+            "--service-account-private-key-file={}",
+            certs.service_account_key.display()
+        ),
+        format!("--root-ca-file={}", certs.ca_cert.display()),
+        format!(
+            "--node-monitor-grace-period={}s",
+            NODE_MONITOR_GRACE.as_secs()
+        ),
+        "--node-monitor-period=1s".to_string(),
+        "--kube-api-qps=200".to_string(),
+        "--kube-api-burst=400".to_string(),
+        "--profiling=false".to_string(),
+    ]);
+    let controller_manager = ManagedChild::start(
+        "kube-controller-manager",
+        cm_cmd,
+        &logs.join("kube-controller-manager.log"),
+    )?;
+    Ok(ControlLoops {
+        scheduler,
+        controller_manager,
+        ports: (scheduler_port, cm_port),
+    })
+}
+
+/// Polls `/healthz` of the scheduler and controller-manager (TLS verified against the
+/// test CA) until both answer `ok`, one exits, or the timeout passes.
+async fn wait_healthy(
+    admin: &kube::Config,
+    loops: &mut ControlLoops,
+    started: Instant,
+    timeout: Duration,
+) -> Result<(), StartError> {
+    let client_for = |port: u16| -> Result<kube::Client, StartError> {
+        let mut config = admin.clone();
+        config.cluster_url = format!("https://127.0.0.1:{port}")
+            .parse()
+            .context("component URL")
+            .map_err(StartError::Fatal)?;
+        kube::Client::try_from(config)
+            .context("cannot build a client for /healthz")
+            .map_err(StartError::Fatal)
+    };
+    let (scheduler_port, cm_port) = loops.ports;
+    let checks = [
+        ("kube-scheduler", client_for(scheduler_port)?),
+        ("kube-controller-manager", client_for(cm_port)?),
+    ];
+    let mut healthy = [false, false];
+    let mut last_answer = [String::new(), String::new()];
+    loop {
+        for (i, (name, client)) in checks.iter().enumerate() {
+            let child = if i == 0 {
+                &mut loops.scheduler
+            } else {
+                &mut loops.controller_manager
+            };
+            if let Some(status) = child.try_exited() {
+                return Err(StartError::Retry(anyhow::anyhow!(
+                    "{name} exited ({status}) before it was healthy; log tail:\n{}",
+                    child.log_tail(6000)
+                )));
+            }
+            if healthy[i] {
+                continue;
+            }
+            let request = http::Request::get("/healthz")
+                .body(Vec::new())
+                .context("cannot build /healthz request")
+                .map_err(StartError::Fatal)?;
+            match tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await {
+                Ok(Ok(body)) if body.trim() == "ok" => healthy[i] = true,
+                Ok(Ok(body)) => last_answer[i] = body,
+                Ok(Err(err)) => last_answer[i] = err.to_string(),
+                Err(_) => last_answer[i] = "timed out after 5s".to_string(),
+            }
+        }
+        if healthy.iter().all(|h| *h) {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(StartError::Fatal(anyhow::anyhow!(
+                "kube-scheduler/kube-controller-manager not healthy after {:.0?} \
+                 (last answers: {:?}); scheduler log tail:\n{}\ncontroller-manager log tail:\n{}",
+                started.elapsed(),
+                last_answer,
+                loops.scheduler.log_tail(3000),
+                loops.controller_manager.log_tail(3000)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

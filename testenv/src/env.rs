@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
 use kube::Api;
 use kube::api::PostParams;
 use kube::core::ObjectMeta;
@@ -24,7 +24,8 @@ pub struct TestEnvOptions {
     pub kubesim: kubesim::Options,
 }
 
-/// A real kube-apiserver + etcd with kubesim scheduling and "running" its pods.
+/// A real control plane (etcd, kube-apiserver, kube-scheduler,
+/// kube-controller-manager) with kubesim as the kubelet of its nodes.
 ///
 /// Most tests want [`shared`]. A `TestEnv` of your own from [`TestEnv::start`] runs
 /// kubesim on the runtime that started it and is torn down on drop (servers killed)
@@ -33,6 +34,7 @@ pub struct TestEnvOptions {
 pub struct TestEnv {
     control_plane: ControlPlane,
     kubesim: KubesimTask,
+    kubesim_handle: kubesim::Handle,
 }
 
 /// The kubesim task; stopped when dropped.
@@ -55,7 +57,8 @@ impl Drop for KubesimTask {
 
 impl TestEnv {
     /// Starts a control plane and kubesim (on the current tokio runtime) and waits
-    /// until the apiserver is ready and kubesim has registered its nodes.
+    /// until the apiserver is ready, the scheduler and controller-manager are healthy,
+    /// and kubesim's nodes are Ready without taints (so pods can be scheduled).
     pub async fn start(opts: TestEnvOptions) -> Result<TestEnv> {
         let control_plane = ControlPlane::start(opts.control_plane).await?;
         let client = control_plane.client()?;
@@ -64,11 +67,13 @@ impl TestEnv {
         let shutdown = async move {
             let _ = stop_rx.await;
         };
+        let (kubesim_handle, commands) = kubesim::Handle::new();
         let handle = tokio::spawn(kubesim::run_notify(
-            client,
+            client.clone(),
             opts.kubesim,
             shutdown,
             Some(ready_tx),
+            commands,
         ));
         let mut kubesim = KubesimTask {
             stop: Some(stop_tx),
@@ -90,9 +95,12 @@ impl TestEnv {
             }
             Err(_) => return Err(anyhow!("kubesim did not register its nodes within 30s")),
         }
+        let names = kubesim_handle.node_names().await?;
+        wait_nodes_schedulable(&client, &names, Duration::from_secs(60)).await?;
         Ok(TestEnv {
             control_plane,
             kubesim,
+            kubesim_handle,
         })
     }
 
@@ -102,6 +110,7 @@ impl TestEnv {
         let TestEnv {
             mut control_plane,
             mut kubesim,
+            kubesim_handle: _,
         } = self;
         if let Some(stop) = kubesim.stop.take() {
             let _ = stop.send(());
@@ -164,6 +173,11 @@ impl TestEnv {
         self.control_plane.binaries_dir()
     }
 
+    /// Controls kubesim: stop or resume a node's heartbeats, add or label nodes.
+    pub fn kubesim(&self) -> &kubesim::Handle {
+        &self.kubesim_handle
+    }
+
     /// The control plane itself (pids, log directory, startup time).
     pub fn control_plane(&self) -> &ControlPlane {
         &self.control_plane
@@ -176,9 +190,9 @@ impl TestEnv {
     }
 
     /// Creates a fresh namespace `<prefix>-<random>` (with a `default`
-    /// ServiceAccount) and returns its name. Namespaces are never deleted: without a
-    /// controller-manager they would stay Terminating anyway, and everything goes
-    /// away with the control plane. Panics if the apiserver refuses.
+    /// ServiceAccount, created here rather than waiting for the controller-manager) and
+    /// returns its name. Namespaces are never deleted; everything goes away with the
+    /// control plane. Panics if the apiserver refuses.
     pub async fn namespace(&self, prefix: &str) -> String {
         match self.try_namespace(prefix).await {
             Ok(name) => name,
@@ -224,6 +238,53 @@ impl TestEnv {
     /// [`crate::pods_summary`] of `namespace`, with a fresh client.
     pub async fn pods_summary(&self, namespace: &str) -> String {
         crate::pods::pods_summary(self.client(), namespace).await
+    }
+}
+
+/// Waits until every node in `names` is Ready and has no taints: the apiserver taints
+/// new nodes `not-ready:NoSchedule` and the node lifecycle controller removes the
+/// taint once it sees them Ready.
+pub async fn wait_nodes_schedulable(
+    client: &kube::Client,
+    names: &[String],
+    timeout: Duration,
+) -> Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let started = Instant::now();
+    loop {
+        let mut waiting = Vec::new();
+        for name in names {
+            let node = api
+                .get(name)
+                .await
+                .with_context(|| format!("get node {name}"))?;
+            let ready = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let taints = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
+            if !ready || !taints.is_empty() {
+                let taints: Vec<String> = taints.iter().map(|t| t.key.clone()).collect();
+                waiting.push(format!("{name} (ready: {ready}, taints: {taints:?})"));
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(anyhow!(
+                "nodes not schedulable after {timeout:?}: {}",
+                waiting.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

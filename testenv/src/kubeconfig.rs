@@ -41,6 +41,42 @@ current-context: testenv
     std::fs::write(path, yaml).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Writes a kubeconfig for `server` that trusts the CA file `ca_cert` and
+/// authenticates with a client certificate (for kube-scheduler and
+/// kube-controller-manager).
+pub fn write_client_cert(
+    path: &Path,
+    server: &str,
+    ca_cert: &Path,
+    (cert, key): (&Path, &Path),
+) -> Result<()> {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: testenv
+  cluster:
+    server: {server:?}
+    certificate-authority: {ca:?}
+users:
+- name: testenv
+  user:
+    client-certificate: {cert:?}
+    client-key: {key:?}
+contexts:
+- name: testenv
+  context:
+    cluster: testenv
+    user: testenv
+current-context: testenv
+",
+        ca = ca_cert.display().to_string(),
+        cert = cert.display().to_string(),
+        key = key.display().to_string(),
+    );
+    std::fs::write(path, yaml).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Loads a kube-rs [`kube::Config`] from a kubeconfig file (its current context).
 pub async fn load(path: &Path) -> Result<kube::Config> {
     let kubeconfig = Kubeconfig::read_from(path)

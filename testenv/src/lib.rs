@@ -1,5 +1,6 @@
-//! Test environment for ottoscaler: a real kube-apiserver + etcd on loopback,
-//! kubesim (a simulated scheduler and kubelet) and real redis-server instances.
+//! Test environment for ottoscaler: a real control plane on loopback (etcd,
+//! kube-apiserver, kube-scheduler, kube-controller-manager), kubesim (a simulated
+//! kubelet) and real redis-server instances.
 //!
 //! No mocks: ottoscaler's tests talk to the same apiserver code a production cluster
 //! runs, so validation, watch semantics, resource versions and status subresources
@@ -10,7 +11,7 @@
 //! let env = testenv::shared();
 //! let ns = env.namespace("my-test").await;
 //! let client = env.client();
-//! // ... create pods in `ns`; kubesim binds and runs them.
+//! // ... create pods in `ns`; the scheduler binds them and kubesim runs them.
 //! let redis = testenv::RedisServer::start();
 //! println!("{}", redis.url());
 //! # let _ = (ns, client);
@@ -34,7 +35,7 @@ mod redis;
 mod workdir;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions};
-pub use env::{TestEnv, TestEnvOptions, shared};
+pub use env::{TestEnv, TestEnvOptions, shared, wait_nodes_schedulable};
 pub use faultproxy::{FaultProxy, FaultStats, Faults};
 pub use pods::{describe as describe_pod, pods_summary};
 pub use redis::RedisServer;

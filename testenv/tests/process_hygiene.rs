@@ -118,7 +118,12 @@ impl Up {
 }
 
 fn assert_servers_running(processes: &[(u32, String)]) {
-    for name in ["/etcd ", "/kube-apiserver "] {
+    for name in [
+        "/etcd ",
+        "/kube-apiserver ",
+        "/kube-scheduler ",
+        "/kube-controller-manager ",
+    ] {
         assert!(
             processes.iter().any(|(_, cmd)| cmd.contains(name)),
             "no {name} process among {processes:#?}"
@@ -180,12 +185,18 @@ async fn a_control_plane_of_its_own_is_killed_when_dropped() {
         .await
         .expect("control plane starts");
     let (etcd, apiserver) = cp.pids();
+    let (scheduler, controller_manager) = cp.control_loop_pids();
     let dir = cp.dir().to_path_buf();
-    assert!(Path::new(&format!("/proc/{etcd}")).exists());
-    assert!(Path::new(&format!("/proc/{apiserver}")).exists());
+    let pids = [etcd, apiserver, scheduler, controller_manager];
+    for pid in pids {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} runs"
+        );
+    }
     drop(cp);
     // Killed and reaped in drop: the pids are gone at once, and so is the directory.
-    for pid in [etcd, apiserver] {
+    for pid in pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
             "pid {pid} still exists"

@@ -1,22 +1,27 @@
-//! kubesim: a scheduler and kubelet simulator for a real kube-apiserver.
+//! kubesim: a kubelet simulator for a real control plane.
 //!
-//! It registers a few Ready nodes, binds unscheduled pods to them through the
-//! `pods/binding` subresource, and drives bound pods through the phases a kubelet
-//! reports (Pending/ContainerCreating, Running, Succeeded/Failed), including image
-//! pull failures, `activeDeadlineSeconds` and graceful deletion. What a pod does is
-//! set by annotations, see [`behaviour`].
+//! It registers a few Ready nodes, keeps them alive with node lease heartbeats, and
+//! drives the pods that the real kube-scheduler binds to them through the phases a
+//! kubelet reports (Pending/ContainerCreating, Running, Succeeded/Failed), including
+//! image pull failures, `activeDeadlineSeconds` and graceful deletion. What a pod does
+//! is set by annotations, see [`behaviour`]; `schedule=never` works through an
+//! admission policy that kubesim installs (see [`policy`]).
+//!
+//! A [`Handle`] stops and resumes a node's heartbeats (its kubelet is then down: the
+//! node lifecycle controller marks the node NotReady and the taint manager evicts its
+//! pods), adds nodes and labels them.
 //!
 //! It is built to handle thousands of pods from one task: one cluster-wide watch, one
 //! timer queue ([`DelayQueue`]) instead of a sleeping task per pod, at most
 //! [`Options::max_concurrent_writes`] API writes in flight, and retries with backoff.
 //!
-//! Not simulated: resource requests, taints, affinity (only `nodeSelector`), probes,
-//! volumes, node heartbeats and the garbage collector.
+//! Not simulated: probes, volumes, images and anything on the pod network.
 
 pub mod behaviour;
 pub mod nodes;
 mod plan;
 mod pod;
+pub mod policy;
 pub mod status;
 mod writer;
 
@@ -31,7 +36,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::time::DelayQueue;
@@ -58,6 +63,11 @@ pub struct Options {
     pub crash_backoff: Duration,
     /// Upper bound of API writes in flight.
     pub max_concurrent_writes: usize,
+    /// How often each node's lease is renewed (a kubelet's default is 10 s).
+    pub heartbeat_interval: Duration,
+    /// How often each node's status is posted again (Ready, with a fresh
+    /// `lastHeartbeatTime`).
+    pub node_status_interval: Duration,
 }
 
 impl Default for Options {
@@ -70,6 +80,8 @@ impl Default for Options {
             pull_backoff_delay: Duration::from_secs(1),
             crash_backoff: Duration::from_secs(10),
             max_concurrent_writes: 32,
+            heartbeat_interval: Duration::from_secs(2),
+            node_status_interval: Duration::from_secs(10),
         }
     }
 }
@@ -78,27 +90,134 @@ impl Default for Options {
 const RETRY_LATER: Duration = Duration::from_secs(2);
 
 /// Runs the simulator until `shutdown` completes. Fails only if the nodes cannot be
-/// registered; watch errors are retried with backoff.
+/// registered or the `schedule=never` policy cannot be installed; watch errors are
+/// retried with backoff.
 pub async fn run(client: Client, opts: Options, shutdown: impl Future<Output = ()>) -> Result<()> {
-    run_notify(client, opts, shutdown, None).await
+    let (_handle, commands) = Handle::new();
+    run_notify(client, opts, shutdown, None, commands).await
 }
 
-/// [`run`], signalling `ready` once the nodes are registered.
+/// Controls a running kubesim: node heartbeats, nodes, labels. Cheap to clone; works
+/// from any tokio runtime.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// A request to the simulator's event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    NodeNames(oneshot::Sender<Vec<String>>),
+    Heartbeats {
+        node: String,
+        on: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    AddNode {
+        labels: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    Label {
+        node: String,
+        key: String,
+        value: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+impl Handle {
+    /// A handle and the receiver that [`run_notify`] takes.
+    pub(crate) fn new() -> (Handle, mpsc::UnboundedReceiver<Command>) {
+        let (commands, rx) = mpsc::unbounded_channel();
+        (Handle { commands }, rx)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .map_err(|_| anyhow::anyhow!("kubesim is not running"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("kubesim stopped before it answered"))
+    }
+
+    /// Names of the simulated nodes, in the order they were registered.
+    pub async fn node_names(&self) -> Result<Vec<String>> {
+        self.ask(Command::NodeNames).await
+    }
+
+    /// Stops the node's kubelet: no more lease renewals or node status, and no pod
+    /// status either (its pods stay as they are). A pod deleted meanwhile (by the
+    /// taint manager, say) is force-deleted (grace period 0) without a status write,
+    /// standing in for whoever would clean up after a dead kubelet.
+    pub async fn stop_heartbeats(&self, node: &str) -> Result<()> {
+        let node = node.to_string();
+        self.ask(|reply| Command::Heartbeats {
+            node,
+            on: false,
+            reply,
+        })
+        .await?
+    }
+
+    /// Brings the node's kubelet back: its status is posted Ready at once, the lease
+    /// renewed, and its pods move on from where they were.
+    pub async fn resume_heartbeats(&self, node: &str) -> Result<()> {
+        let node = node.to_string();
+        self.ask(|reply| Command::Heartbeats {
+            node,
+            on: true,
+            reply,
+        })
+        .await?
+    }
+
+    /// Registers one more node (Ready, with a lease) with these labels on top of the
+    /// usual ones, and returns its name once it is registered. The node controller
+    /// removes the `not-ready` taint the apiserver puts on new nodes shortly after;
+    /// wait for that before expecting pods on it.
+    pub async fn add_node(&self, labels: &[(&str, &str)]) -> Result<String> {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.ask(|reply| Command::AddNode { labels, reply }).await?
+    }
+
+    /// Sets a label on a node.
+    pub async fn label_node(&self, node: &str, key: &str, value: &str) -> Result<()> {
+        let (node, key, value) = (node.to_string(), key.to_string(), value.to_string());
+        self.ask(|reply| Command::Label {
+            node,
+            key,
+            value,
+            reply,
+        })
+        .await?
+    }
+}
+
+/// [`run`], signalling `ready` once the nodes are registered and the admission
+/// policy is in effect, and obeying `commands`.
 pub(crate) async fn run_notify(
     client: Client,
     opts: Options,
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<()>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> Result<()> {
     let nodes: Vec<SimNode> = (0..opts.nodes.max(1))
         .map(|i| SimNode::new(&opts.node_prefix, i))
         .collect();
-    nodes::register(&client, &nodes)
-        .await
-        .context("kubesim cannot register its nodes")?;
+    let (registered, installed) =
+        tokio::join!(nodes::register(&client, &nodes), policy::install(&client));
+    registered.context("kubesim cannot register its nodes")?;
+    installed.context("kubesim cannot install its schedule=never admission policy")?;
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
+    let mut heartbeat = tokio::time::interval(opts.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sim = Sim::new(client.clone(), opts, nodes);
     let watch =
         watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff();
@@ -112,6 +231,13 @@ pub(crate) async fn run_notify(
                 Ok(done) => sim.finished(done),
                 Err(err) => tracing::error!(%err, "kubesim write task failed"),
             },
+            Some(done) = sim.node_tasks.join_next() => {
+                if let Err(err) = done {
+                    tracing::error!(%err, "kubesim node task failed");
+                }
+            }
+            Some(command) = commands.recv() => sim.command(command),
+            _ = heartbeat.tick() => sim.heartbeat(),
             event = watch.next() => match event {
                 Some(Ok(event)) => sim.event(event),
                 Some(Err(err)) => tracing::warn!(%err, "kubesim pod watch error (retrying)"),
@@ -121,6 +247,7 @@ pub(crate) async fn run_notify(
         }
     }
     sim.tasks.shutdown().await;
+    sim.node_tasks.shutdown().await;
     Ok(())
 }
 
@@ -142,9 +269,16 @@ struct Sim {
     timer_keys: HashMap<String, (delay_queue::Key, Instant)>,
     timers: DelayQueue<String>,
     tasks: JoinSet<Done>,
+    /// Heartbeats, node registrations and labels.
+    node_tasks: JoinSet<()>,
     writes: Arc<Semaphore>,
-    next_node: usize,
     ips_handed_out: Vec<u32>,
+    /// Indices of nodes whose kubelet is down (heartbeats stopped).
+    down: HashSet<usize>,
+    /// Set while a round of lease renewals is in flight, so slow rounds never pile up.
+    heartbeat_busy: Arc<std::sync::atomic::AtomicBool>,
+    /// Heartbeat rounds so far, to post node status every few rounds.
+    heartbeats: u64,
     /// Keys seen since the watch (re)started listing, to drop pods deleted meanwhile.
     relisted: Option<HashSet<String>>,
 }
@@ -169,9 +303,12 @@ impl Sim {
             timer_keys: HashMap::new(),
             timers: DelayQueue::new(),
             tasks: JoinSet::new(),
+            node_tasks: JoinSet::new(),
             writes,
-            next_node: 0,
             ips_handed_out,
+            down: HashSet::new(),
+            heartbeat_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            heartbeats: 0,
             relisted: None,
         }
     }
@@ -262,21 +399,13 @@ impl Sim {
         let Some(pod) = self.pods.get(key) else {
             return;
         };
-        let (nodes, start) = (&self.nodes, self.next_node);
-        let pick = |p: &SimPod| {
-            (0..nodes.len())
-                .map(|i| (start + i) % nodes.len())
-                .find(|&i| nodes[i].matches(p.node_selector.as_ref()))
-        };
-        match pod.next(Instant::now(), nodes.len(), pick) {
+        let node_down = pod.progress.node.is_some_and(|n| self.down.contains(&n));
+        match pod.next(Instant::now(), node_down) {
             Next::Nothing => self.disarm(key),
             Next::WaitUntil(at) => self.arm(key, at),
             Next::Act(action) => {
                 if let Some((timer, _)) = self.timer_keys.remove(key) {
                     self.timers.remove(&timer);
-                }
-                if let pod::Action::Bind(node) = action {
-                    self.next_node = (node + 1) % self.nodes.len();
                 }
                 let ips = &mut self.ips_handed_out;
                 let nodes = &self.nodes;
@@ -337,6 +466,123 @@ impl Sim {
     fn disarm(&mut self, key: &str) {
         if let Some((timer, _)) = self.timer_keys.remove(key) {
             self.timers.remove(&timer);
+        }
+    }
+
+    fn node_index(&self, name: &str) -> Result<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .with_context(|| format!("{name} is not a kubesim node"))
+    }
+
+    /// Renews the leases of the nodes that are up; every few rounds it also posts
+    /// their status again.
+    fn heartbeat(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.heartbeat_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.heartbeats += 1;
+        let every = (self.opts.node_status_interval.as_millis()
+            / self.opts.heartbeat_interval.as_millis().max(1))
+        .max(1);
+        let post_status = u128::from(self.heartbeats) % every == 0;
+        let up: Vec<SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| !self.down.contains(&n.index))
+            .cloned()
+            .collect();
+        let (client, busy) = (self.client.clone(), self.heartbeat_busy.clone());
+        self.node_tasks.spawn(async move {
+            for node in &up {
+                if let Err(err) = nodes::renew_lease(&client, &node.name).await {
+                    tracing::warn!(node = %node.name, err = %format!("{err:#}"), "kubesim heartbeat failed");
+                }
+                if post_status && let Err(err) = nodes::post_status(&client, node).await {
+                    tracing::warn!(node = %node.name, err = %format!("{err:#}"), "kubesim node status failed");
+                }
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::NodeNames(reply) => {
+                let _ = reply.send(self.nodes.iter().map(|n| n.name.clone()).collect());
+            }
+            Command::Heartbeats { node, on, reply } => {
+                let index = match self.node_index(&node) {
+                    Ok(index) => index,
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                        return;
+                    }
+                };
+                if !on {
+                    self.down.insert(index);
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                if !self.down.remove(&index) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                // Back up: Ready again at once, then the pods carry on.
+                let client = self.client.clone();
+                let sim_node = self.nodes[index].clone();
+                self.node_tasks.spawn(async move {
+                    let result = async {
+                        nodes::post_status(&client, &sim_node).await?;
+                        nodes::renew_lease(&client, &sim_node.name).await
+                    }
+                    .await;
+                    let _ = reply.send(result);
+                });
+                let keys: Vec<String> = self
+                    .pods
+                    .iter()
+                    .filter(|(_, p)| p.progress.node == Some(index))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    self.advance(&key);
+                }
+            }
+            Command::AddNode { labels, reply } => {
+                let mut node = SimNode::new(&self.opts.node_prefix, self.nodes.len());
+                node.labels.extend(labels);
+                self.nodes.push(node.clone());
+                self.ips_handed_out.push(0);
+                let client = self.client.clone();
+                self.node_tasks.spawn(async move {
+                    let result = nodes::register(&client, std::slice::from_ref(&node))
+                        .await
+                        .map(|()| node.name.clone());
+                    let _ = reply.send(result);
+                });
+            }
+            Command::Label {
+                node,
+                key,
+                value,
+                reply,
+            } => {
+                let index = match self.node_index(&node) {
+                    Ok(index) => index,
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                        return;
+                    }
+                };
+                self.nodes[index].labels.insert(key.clone(), value.clone());
+                let client = self.client.clone();
+                self.node_tasks.spawn(async move {
+                    let _ = reply.send(nodes::label(&client, &node, &key, &value).await);
+                });
+            }
         }
     }
 }

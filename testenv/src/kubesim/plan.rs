@@ -72,6 +72,7 @@ pub fn plan(
             last_state: next.last_state.clone(),
             restart_count: next.restart_count,
             reason,
+            other_conditions: &pod.other_conditions,
         }))
     };
     // The state of the containers when the pod is killed: a running container
@@ -94,19 +95,6 @@ pub fn plan(
     };
 
     let write = match action {
-        Action::Bind(node) => {
-            next.node = Some(*node);
-            next.stage = Stage::Bound;
-            let name = nodes.get(*node).map(|n| n.name.clone()).unwrap_or_default();
-            Write::Bind {
-                node: name,
-                uid: pod.uid.clone(),
-            }
-        }
-        Action::MarkUnschedulable(message) => {
-            next.stage = Stage::Unschedulable;
-            status_write(status::unschedulable(message, now_ts))
-        }
         Action::Accept => {
             next.stage = Stage::Creating;
             next.started = Some((now_ts, now));
@@ -125,6 +113,7 @@ pub fn plan(
                 last_state: None,
                 restart_count: 0,
                 reason: None,
+                other_conditions: &pod.other_conditions,
             }))
         }
         Action::PullError => {

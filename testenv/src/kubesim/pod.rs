@@ -6,24 +6,21 @@
 //! kubesim made has succeeded. Watch events can lag behind our own writes, so
 //! progress is never re-read from them once the pod is known.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
-use super::behaviour::{Behaviour, SCHEDULE};
+use super::behaviour::Behaviour;
 use super::nodes::SimNode;
-use super::status::{Shape, State};
+use super::status::{KUBELET_CONDITIONS, Shape, State};
 
 /// How far a pod has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// No node yet.
+    /// No node yet: the scheduler's business.
     Unbound,
-    /// Reported unschedulable; nothing more to do.
-    Unschedulable,
     /// Bound to a node that is not ours: another kubelet's business.
     Foreign,
     /// Bound to one of our nodes, status not yet written.
@@ -104,12 +101,13 @@ pub struct SimPod {
     pub shape: Shape,
     /// Restart policy.
     pub restart: Restart,
-    /// `spec.nodeSelector`.
-    pub node_selector: Option<BTreeMap<String, String>>,
     /// `spec.activeDeadlineSeconds`.
     pub active_deadline: Option<Duration>,
     /// Set once `deletionTimestamp` was seen.
     pub deletion: Option<Deletion>,
+    /// Conditions of the pod that a kubelet does not own (DisruptionTarget...), kept
+    /// in every status written.
+    pub other_conditions: Vec<serde_json::Value>,
     /// Simulation state.
     pub progress: Progress,
     /// A write is in flight; no new one is started until it ends.
@@ -132,10 +130,6 @@ pub enum Next {
 /// A write kubesim makes to move a pod along.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Bind to our node with this index.
-    Bind(usize),
-    /// Report PodScheduled=False/Unschedulable with this message.
-    MarkUnschedulable(String),
     /// Report Pending with ContainerCreating.
     Accept,
     /// Report ErrImagePull.
@@ -150,7 +144,8 @@ pub enum Action {
     DeadlineExceeded,
     /// Report the containers killed for deletion.
     Kill,
-    /// Delete with grace period 0.
+    /// Delete with grace period 0 (after the kill was reported, or at once for a pod
+    /// on a node whose kubelet is down).
     Delete,
 }
 
@@ -174,8 +169,8 @@ impl SimPod {
             behaviour: Behaviour::of(pod, default_run),
             shape: Shape::of(pod),
             restart: Restart::Always,
-            node_selector: None,
             active_deadline: None,
+            other_conditions: Vec::new(),
             deletion: None,
             progress: Progress {
                 stage: Stage::Unbound,
@@ -214,17 +209,7 @@ impl SimPod {
             .and_then(|r| r.started_at.as_ref())
             .map(|t| t.0);
         let phase = status.and_then(|s| s.phase.as_deref());
-        let unschedulable = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.type_ == "PodScheduled"
-                        && c.status == "False"
-                        && c.reason.as_deref() == Some("Unschedulable")
-                })
-            });
         p.stage = match (node_name.filter(|n| !n.is_empty()), p.node) {
-            (None, _) if unschedulable => Stage::Unschedulable,
             (None, _) => Stage::Unbound,
             (Some(_), None) => Stage::Foreign,
             _ if matches!(phase, Some("Succeeded" | "Failed")) => Stage::Terminal,
@@ -252,8 +237,8 @@ impl SimPod {
         sim
     }
 
-    /// Takes in what the user may change on a live pod: deadline, deletion, and a
-    /// binding made by someone else.
+    /// Takes in what others may change on a live pod: deadline, deletion, conditions
+    /// they own, and the binding the scheduler made.
     pub fn refresh_spec(&mut self, pod: &Pod, nodes: &[SimNode]) {
         let spec = pod.spec.as_ref();
         self.restart = match spec.and_then(|s| s.restart_policy.as_deref()) {
@@ -261,7 +246,15 @@ impl SimPod {
             Some("OnFailure") => Restart::OnFailure,
             _ => Restart::Always,
         };
-        self.node_selector = spec.and_then(|s| s.node_selector.clone());
+        self.other_conditions = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
         self.active_deadline = spec
             .and_then(|s| s.active_deadline_seconds)
             .and_then(|s| u64::try_from(s).ok())
@@ -278,10 +271,7 @@ impl SimPod {
             });
         }
         let node_name = spec.and_then(|s| s.node_name.as_deref()).unwrap_or("");
-        if !self.busy
-            && !node_name.is_empty()
-            && matches!(self.progress.stage, Stage::Unbound | Stage::Unschedulable)
-        {
+        if !self.busy && !node_name.is_empty() && self.progress.stage == Stage::Unbound {
             match nodes.iter().position(|n| n.name == node_name) {
                 Some(index) => {
                     self.progress.node = Some(index);
@@ -298,16 +288,19 @@ impl SimPod {
         Some(started + self.active_deadline?)
     }
 
-    /// Decides the next step at `now`. `pick_node` chooses a node for an unbound pod
-    /// (or `None` when no node fits).
-    pub fn next(
-        &self,
-        now: Instant,
-        node_count: usize,
-        pick_node: impl FnOnce(&Self) -> Option<usize>,
-    ) -> Next {
+    /// Decides the next step at `now`. `node_down` says that the kubelet of the pod's
+    /// node is down (its heartbeats were stopped): then nothing happens to the pod but
+    /// a force delete once someone deletes it.
+    pub fn next(&self, now: Instant, node_down: bool) -> Next {
         if self.busy {
             return Next::Nothing;
+        }
+        if node_down {
+            return match self.progress.stage {
+                Stage::Deleted => Next::Nothing,
+                _ if self.deletion.is_some() => Next::Act(Action::Delete),
+                _ => Next::Nothing,
+            };
         }
         if let Some(at) = self.retry_at.filter(|at| *at > now) {
             return Next::WaitUntil(at);
@@ -318,26 +311,8 @@ impl SimPod {
             _ => Next::Act(action),
         };
         match p.stage {
-            Stage::Foreign | Stage::Deleted => return Next::Nothing,
-            // The apiserver deletes unbound pods at once: nothing for a kubelet to do.
-            Stage::Unbound | Stage::Unschedulable if self.deletion.is_some() => {
-                return Next::Nothing;
-            }
-            Stage::Unschedulable => return Next::Nothing,
-            Stage::Unbound if !self.behaviour.schedulable => {
-                return Next::Act(Action::MarkUnschedulable(format!(
-                    "0/{node_count} nodes are available: pod is annotated {SCHEDULE}=never."
-                )));
-            }
-            Stage::Unbound => {
-                return Next::Act(match pick_node(self) {
-                    Some(node) => Action::Bind(node),
-                    None => Action::MarkUnschedulable(format!(
-                        "0/{node_count} nodes are available: {node_count} node(s) didn't match \
-                         Pod's node affinity/selector."
-                    )),
-                });
-            }
+            // Unbound pods wait for the scheduler (the apiserver deletes them at once).
+            Stage::Foreign | Stage::Deleted | Stage::Unbound => return Next::Nothing,
             Stage::Terminal | Stage::Killed if self.deletion.is_some() => {
                 return Next::Act(Action::Delete);
             }

@@ -140,7 +140,19 @@ pub struct Snapshot<'a> {
     pub restart_count: i32,
     /// Pod-level `reason` and `message` (e.g. DeadlineExceeded).
     pub reason: Option<(&'a str, &'a str)>,
+    /// Conditions that others own (DisruptionTarget from the taint manager, say),
+    /// carried along because a merge patch replaces the whole list.
+    pub other_conditions: &'a [Value],
 }
+
+/// Condition types a kubelet owns and writes itself.
+pub const KUBELET_CONDITIONS: [&str; 5] = [
+    "PodReadyToStartContainers",
+    "Initialized",
+    "Ready",
+    "ContainersReady",
+    "PodScheduled",
+];
 
 /// Formats a timestamp the way Kubernetes serialises `metav1.Time`.
 pub fn time(ts: Timestamp) -> String {
@@ -227,7 +239,7 @@ pub fn patch(s: &Snapshot<'_>) -> Value {
         unready.as_str()
     };
     let sandbox = s.pod_ip.is_some() && !s.phase.is_terminal();
-    let conditions = json!([
+    let mut conditions = json!([
         condition("PodReadyToStartContainers", sandbox, s.changed_at, None, ""),
         condition("Initialized", true, s.start_time, None, ""),
         condition("Ready", running, s.changed_at, ready_reason, ready_message),
@@ -240,6 +252,9 @@ pub fn patch(s: &Snapshot<'_>) -> Value {
         ),
         condition("PodScheduled", true, s.start_time, None, ""),
     ]);
+    if let Some(list) = conditions.as_array_mut() {
+        list.extend(s.other_conditions.iter().cloned());
+    }
     // A container that ran before (and now waits to restart) keeps its image and
     // container ids, as with a real runtime.
     let started = !matches!(s.state, State::Waiting { .. }) || s.last_state.is_some();
@@ -306,16 +321,6 @@ pub fn patch(s: &Snapshot<'_>) -> Value {
     json!({ "status": status })
 }
 
-/// The patch a scheduler writes for a pod it cannot place.
-pub fn unschedulable(message: &str, now: Timestamp) -> Value {
-    json!({
-        "status": {
-            "phase": "Pending",
-            "conditions": [condition("PodScheduled", false, now, Some("Unschedulable"), message)],
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +351,7 @@ mod tests {
             last_state: None,
             restart_count: 0,
             reason: None,
+            other_conditions: &[],
         });
         let cs = &body["status"]["containerStatuses"][0];
         assert_eq!(body["status"]["phase"], "Failed");

@@ -4,17 +4,14 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::core::ObjectMeta;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use serde_json::Value;
 
 /// One write to one pod.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// POST the `binding` subresource to place the pod on `node`.
-    Bind { node: String, uid: String },
     /// Merge-patch the `status` subresource of the pod with this uid.
     Status { body: Value, uid: String },
     /// Delete with grace period 0, only if the pod still has this uid.
@@ -42,7 +39,6 @@ pub async fn perform(client: Client, namespace: &str, name: &str, write: &Write)
     let mut attempt = 1;
     loop {
         let result = match write {
-            Write::Bind { node, uid } => bind(&api, name, uid, node).await,
             Write::Status { body, uid } => {
                 // The uid makes the patch fail on a new pod that took the name of the
                 // one we meant (uid is immutable), instead of rewriting its status.
@@ -69,7 +65,6 @@ pub async fn perform(client: Client, namespace: &str, name: &str, write: &Write)
             Err(err) => err,
         };
         match classify(write, &err) {
-            Class::Done => return Outcome::Done,
             Class::Gone => return Outcome::Gone,
             Class::Permanent => return Outcome::Failed(err.to_string()),
             Class::Transient if attempt >= ATTEMPTS => return Outcome::Failed(err.to_string()),
@@ -82,29 +77,7 @@ pub async fn perform(client: Client, namespace: &str, name: &str, write: &Write)
     }
 }
 
-async fn bind(api: &Api<Pod>, name: &str, uid: &str, node: &str) -> kube::Result<()> {
-    let binding = Binding {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            // The apiserver refuses the binding if the pod's uid differs.
-            uid: Some(uid.to_string()),
-            ..ObjectMeta::default()
-        },
-        target: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(node.to_string()),
-            ..ObjectReference::default()
-        },
-    };
-    // The apiserver answers with a Status object, not a Pod.
-    api.create_subresource::<_, Value>("binding", name, &PostParams::default(), &binding)
-        .await
-        .map(|_| ())
-}
-
 enum Class {
-    Done,
     Gone,
     Transient,
     Permanent,
@@ -114,9 +87,7 @@ fn classify(write: &Write, err: &kube::Error) -> Class {
     match err {
         kube::Error::Api(status) => match status.code {
             404 => Class::Gone,
-            // Binding a pod that is already bound, or deleting with a stale uid
-            // precondition (the name now belongs to a new pod).
-            409 if matches!(write, Write::Bind { .. }) => Class::Done,
+            // Deleting with a stale uid precondition (the name now belongs to a new pod).
             409 if matches!(write, Write::Delete { .. }) => Class::Gone,
             409 | 429 | 500 | 502 | 503 | 504 => Class::Transient,
             _ => Class::Permanent,
