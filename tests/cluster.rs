@@ -8,8 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 
 use ::ottoscaler::messages::Outcome;
 use ::ottoscaler::settings::{ResourceSettings, TemplateSettings};
@@ -72,7 +73,13 @@ async fn a_worker_no_node_can_hold_is_unschedulable_and_ends_timed_out() {
     let result = &results[0];
     assert_eq!(result.outcome, Outcome::TimedOut, "{result:?}");
     let reason = result.reason.clone().unwrap_or_default();
-    assert!(reason.starts_with("pending longer than 10s"), "{reason}");
+    // The scheduler's message as it stood at the timeout (other tests of this binary may
+    // have added nodes since it was read above).
+    assert!(
+        reason.starts_with("pending longer than 10s (Unschedulable: 0/")
+            && reason.contains("Insufficient cpu"),
+        "the result names the scheduler's reason: {reason}"
+    );
     assert_eq!(result.exit_code, None);
     assert!(
         started.elapsed() >= settings.worker.pending_timeout,
@@ -183,4 +190,97 @@ async fn workers_on_a_node_that_fails_are_evicted_and_end_lost() {
     testenv::wait_nodes_schedulable(&client, std::slice::from_ref(&node), WAIT)
         .await
         .expect("the node is schedulable again");
+}
+
+#[actix_rt::test]
+async fn a_template_with_a_toleration_and_a_node_selector_lands_only_on_its_node() {
+    let env = testenv::shared();
+    let client = env.client();
+    // A dedicated node: labelled, and tainted so that nothing else goes there.
+    let value = format!("d{:08x}", rand::random::<u32>());
+    let node = env
+        .kubesim()
+        .add_node(&[("ottoscaler.test/pool", &value)])
+        .await
+        .expect("add a node");
+    testenv::wait_nodes_schedulable(&client, std::slice::from_ref(&node), WAIT)
+        .await
+        .expect("the new node becomes schedulable");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let taint = serde_json::json!({"spec": {"taints": [
+        {"key": "ottoscaler.test/dedicated", "value": value, "effect": "NoSchedule"}
+    ]}});
+    nodes
+        .patch(&node, &PatchParams::default(), &Patch::Merge(&taint))
+        .await
+        .expect("taint the node");
+
+    let dir = common::ottoscaler::temp_dir("cluster-dedicated");
+    let spec_path = dir.join("dedicated.yaml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            "containers:\n- name: agent\n  image: busybox:latest\n\
+             nodeSelector:\n  ottoscaler.test/pool: {value}\n\
+             tolerations:\n- key: ottoscaler.test/dedicated\n  operator: Equal\n  \
+             value: {value}\n  effect: NoSchedule\n"
+        ),
+    )
+    .expect("write the pod spec");
+    let mut settings = test_settings();
+    settings.templates.insert(
+        "dedicated".into(),
+        TemplateSettings {
+            annotations: BTreeMap::from([(RUN_SECONDS.to_string(), "3600".to_string())]),
+            pod_spec_file: Some(spec_path.display().to_string()),
+            ..TemplateSettings::builtin_default()
+        },
+    );
+    let h = Harness::start("cluster-dedicated", &settings).await;
+    let dedicated = h
+        .send(scale_up("1-0", "dedicated", 3, "dedicated"))
+        .await
+        .expect("accepted");
+    let plain = h
+        .send(scale_up("2-0", "plain", 3, "long"))
+        .await
+        .expect("accepted");
+
+    // Wait until the scheduler has placed all six.
+    let deadline = Instant::now() + WAIT;
+    let placed: BTreeMap<String, String> = loop {
+        let placed: BTreeMap<String, String> = h
+            .pods_now()
+            .await
+            .iter()
+            .filter_map(|p| {
+                let node = p.spec.as_ref()?.node_name.clone()?;
+                Some((p.metadata.name.clone()?, node))
+            })
+            .collect();
+        if placed.len() == 6 {
+            break placed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all 6 workers placed: {placed:?}\n{}",
+            h.describe_pods().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for pod in &dedicated.pods {
+        assert_eq!(placed.get(pod), Some(&node), "{pod} on its dedicated node");
+    }
+    for pod in &plain.pods {
+        let on = placed.get(pod).expect("placed");
+        assert_ne!(on, &node, "{pod} kept off the tainted node");
+    }
+
+    h.send(scale_down("3-0", "dedicated", None))
+        .await
+        .expect("clean up");
+    h.send(scale_down("4-0", "plain", None))
+        .await
+        .expect("clean up");
+    h.wait_no_pods(WAIT).await;
 }
