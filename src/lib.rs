@@ -18,6 +18,7 @@
 //! - [`ledger`]: the Supervisor's books: workers, events, queue, restarts (pure).
 //! - [`lifecycle`]: one worker's state machine: inputs in, actions out (pure).
 //! - [`outcome`]: outcome rules and scale_down selection (pure).
+//! - [`startup`]: queue wait and pod start-up timings (pure).
 //! - [`retry`]: backoff with jitter and error classification.
 //! - [`settings`]: configuration, loaded once and validated at start.
 //! - [`kube_client`]: the Kubernetes client with rate limiting and request metrics.
@@ -37,4 +38,5 @@ pub mod outcome;
 pub mod pods;
 pub mod retry;
 pub mod settings;
+pub mod startup;
 pub mod telemetry;

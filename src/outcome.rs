@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::messages::{Outcome, PodObservation, PodPhase, Terminated};
 use crate::pods::{
-    ANNOTATION_CREATED_AT, ANNOTATION_EVENT_ID, LABEL_TASK_ID, LABEL_WORKER_INDEX, WORKER_CONTAINER,
+    ANNOTATION_CREATED_AT, ANNOTATION_EVENT_ID, ANNOTATION_TEMPLATE, LABEL_TASK_ID,
+    LABEL_WORKER_INDEX, WORKER_CONTAINER,
 };
 
 /// Container waiting reasons that mean the pod will not start by itself.
@@ -56,6 +57,23 @@ pub fn observe(pod: &Pod) -> PodObservation {
         .find(|c| c.name == WORKER_CONTAINER)
         .or_else(|| statuses.first());
     let state = container.and_then(|c| c.state.as_ref());
+    let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
+    let transition_to_true = |kind: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == kind && c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0)
+    };
+    let container_started_at = state
+        .and_then(|s| {
+            s.running
+                .as_ref()
+                .and_then(|r| r.started_at.as_ref())
+                .or_else(|| s.terminated.as_ref().and_then(|t| t.started_at.as_ref()))
+        })
+        .map(|t| t.0)
+        .or_else(|| transition_to_true("ContainersReady"));
     PodObservation {
         name: meta.name.clone().unwrap_or_default(),
         task_id: label(LABEL_TASK_ID),
@@ -95,6 +113,13 @@ pub fn observe(pod: &Pod) -> PodObservation {
                 }
             }),
         started_at: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+        scheduled_at: transition_to_true("PodScheduled"),
+        container_started_at,
+        template: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_TEMPLATE))
+            .cloned(),
         deleting: meta.deletion_timestamp.is_some(),
     }
 }
@@ -224,18 +249,8 @@ mod tests {
 
     fn obs(phase: PodPhase) -> PodObservation {
         PodObservation {
-            name: "p".into(),
-            task_id: None,
-            worker_index: None,
-            event_id: None,
-            created_at: None,
             phase,
-            pod_reason: None,
-            waiting_reason: None,
-            terminated: None,
-            unschedulable: None,
-            started_at: None,
-            deleting: false,
+            ..PodObservation::pending("p")
         }
     }
 
@@ -410,6 +425,61 @@ mod tests {
         assert_eq!(o.terminated.map(|t| t.exit_code), Some(3));
         assert_eq!(o.waiting_reason, None);
         assert!(!o.deleting);
+    }
+
+    #[test]
+    fn observe_reads_the_start_up_timestamps_and_the_template() {
+        use k8s_openapi::api::core::v1::{ContainerStateRunning, PodCondition};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+        let t = |s: i64| Time(Timestamp::from_second(s).expect("ts"));
+        let condition = |kind: &str, status: &str, at: i64| PodCondition {
+            type_: kind.into(),
+            status: status.into(),
+            last_transition_time: Some(t(at)),
+            ..Default::default()
+        };
+        let mut pod = Pod {
+            metadata: ObjectMeta {
+                annotations: Some([(ANNOTATION_TEMPLATE.to_string(), "gpu".to_string())].into()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![
+                    condition("Initialized", "True", 5),
+                    condition("PodScheduled", "True", 10),
+                    condition("ContainersReady", "True", 14),
+                ]),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "worker".into(),
+                    state: Some(ContainerState {
+                        running: Some(ContainerStateRunning {
+                            started_at: Some(t(13)),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let o = observe(&pod);
+        assert_eq!(o.template.as_deref(), Some("gpu"));
+        assert_eq!(o.scheduled_at, Some(t(10).0));
+        assert_eq!(o.container_started_at, Some(t(13).0), "startedAt first");
+
+        // Without a startedAt: the ContainersReady transition.
+        let status = pod.status.as_mut().expect("status");
+        status.container_statuses = None;
+        assert_eq!(observe(&pod).container_started_at, Some(t(14).0));
+
+        // Not scheduled yet: no scheduled time (a False condition has a time too).
+        let status = pod.status.as_mut().expect("status");
+        status.conditions = Some(vec![condition("PodScheduled", "False", 3)]);
+        let o = observe(&pod);
+        assert_eq!((o.scheduled_at, o.container_started_at), (None, None));
+        assert!(o.unschedulable.is_some());
     }
 
     #[test]

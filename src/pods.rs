@@ -24,6 +24,8 @@ pub const LABEL_WORKER_INDEX: &str = "ottoscaler.io/worker-index";
 pub const ANNOTATION_EVENT_ID: &str = "ottoscaler.io/event-id";
 pub const ANNOTATION_CREATED_AT: &str = "ottoscaler.io/created-at";
 pub const ANNOTATION_METADATA: &str = "ottoscaler.io/metadata";
+/// The pod template a pod was built from (an annotation: template names are free text).
+pub const ANNOTATION_TEMPLATE: &str = "ottoscaler.io/template";
 /// The name of the container every worker pod runs its agent in.
 pub const WORKER_CONTAINER: &str = "worker";
 
@@ -110,10 +112,13 @@ fn resolve_template(
     if spec.active_deadline_seconds.is_none() {
         spec.active_deadline_seconds = Some(secs(settings.worker.run_timeout));
     }
+    let mut annotations = t.annotations.clone();
+    // Ours, so the pod's start-up metrics can be sliced by template (also after adoption).
+    annotations.insert(ANNOTATION_TEMPLATE.to_string(), name.to_string());
     Ok(PodTemplate {
         spec,
         labels: t.labels.clone(),
-        annotations: t.annotations.clone(),
+        annotations,
     })
 }
 

@@ -46,6 +46,13 @@ pub struct PodObservation {
     pub unschedulable: Option<String>,
     /// `status.startTime`: when the kubelet accepted the pod.
     pub started_at: Option<Timestamp>,
+    /// `lastTransitionTime` of `PodScheduled=True`: when the scheduler bound the pod.
+    pub scheduled_at: Option<Timestamp>,
+    /// When the worker container started running (its `startedAt`, running or
+    /// terminated), else the `ContainersReady=True` transition.
+    pub container_started_at: Option<Timestamp>,
+    /// `ottoscaler.io/template` annotation: the pod template it was built from.
+    pub template: Option<String>,
     /// `metadata.deletionTimestamp` is set: the pod is being deleted.
     pub deleting: bool,
 }
@@ -65,6 +72,9 @@ impl PodObservation {
             terminated: None,
             unschedulable: None,
             started_at: None,
+            scheduled_at: None,
+            container_started_at: None,
+            template: None,
             deleting: false,
         }
     }
