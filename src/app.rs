@@ -42,7 +42,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         templates: _,
     } = &settings;
     let templates = resolve_templates(&settings)?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_templates(settings.template_names()));
     let health = Arc::new(Health::new());
 
     let (client, namespace) = kube_client::client(kubernetes, kubeconfig, metrics.clone())

@@ -26,6 +26,7 @@ use jiff::Timestamp;
 use crate::messages::{Outcome, PodObservation, PodPhase, WorkerFinished};
 use crate::outcome::{self, Decision, Timing};
 use crate::pods::WorkerIdentity;
+use crate::startup::{self, StartupSplit};
 
 /// Where the worker's pod is, as far as the worker knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +186,18 @@ pub struct Resume {
     pub delete_allowed: bool,
 }
 
+/// What a worker learnt when it first saw its pod Running, for the start-up metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRecord {
+    /// The pod's `ottoscaler.io/template` annotation.
+    pub template: Option<String>,
+    /// Event entry added (XADD) -> pod first seen Running; `None` when the entry id
+    /// gives no usable time.
+    pub queue_wait: Option<Duration>,
+    /// Created -> scheduled -> container running, from the pod's own timestamps.
+    pub split: StartupSplit,
+}
+
 /// One worker's state. Build it with [`Lifecycle::create`], [`Lifecycle::resume`] or
 /// [`Lifecycle::cancelled_before_creation`], then feed it [`Input`]s with
 /// [`Lifecycle::step`].
@@ -213,6 +226,14 @@ pub struct Lifecycle {
     quota_attempts: u32,
     /// The timer is armed (so that deciding disarms it).
     timer_armed: bool,
+    /// This worker saw its pod before it ran (it created it, or saw it Pending): its
+    /// first Running view is a start worth recording. A pod already running when the
+    /// worker took it over is not recorded (an earlier incarnation may have).
+    saw_before_running: bool,
+    /// The start was recorded (at most once per incarnation).
+    start_recorded: bool,
+    /// The start, until the shell takes it.
+    start: Option<StartRecord>,
     done: bool,
 }
 
@@ -235,6 +256,9 @@ impl Lifecycle {
             publish_attempts: 0,
             quota_attempts: 0,
             timer_armed: false,
+            saw_before_running: false,
+            start_recorded: false,
+            start: None,
             done: false,
         }
     }
@@ -248,6 +272,7 @@ impl Lifecycle {
     ) -> (Lifecycle, Vec<Action>) {
         let mut w = Lifecycle::new(identity, deadlines, clock);
         w.created_at = Some(built_at);
+        w.saw_before_running = true;
         (w, vec![Action::Create])
     }
 
@@ -334,6 +359,11 @@ impl Lifecycle {
 
     pub fn identity(&self) -> &WorkerIdentity {
         &self.identity
+    }
+
+    /// The pod's start, once, after the step that first saw it Running.
+    pub fn take_start(&mut self) -> Option<StartRecord> {
+        self.start.take()
     }
 
     /// Applies one input; returns what to do. A done worker ignores everything.
@@ -545,6 +575,7 @@ impl Lifecycle {
         if let Some(at) = obs.created_at {
             self.created_at = Some(at);
         }
+        self.note_start(&obs, clock);
         if outcome::has_image_error(&obs) {
             self.image_error_since.get_or_insert(clock.now);
         } else {
@@ -552,6 +583,23 @@ impl Lifecycle {
         }
         self.last = Some(obs);
         self.evaluate(clock, actions);
+    }
+
+    /// Records the pod's start the first time it is seen Running after being seen (or
+    /// created) before it ran.
+    fn note_start(&mut self, obs: &PodObservation, clock: Clock) {
+        match obs.phase {
+            PodPhase::Pending => self.saw_before_running = true,
+            PodPhase::Running if self.saw_before_running && !self.start_recorded => {
+                self.start_recorded = true;
+                self.start = Some(StartRecord {
+                    template: obs.template.clone(),
+                    queue_wait: startup::queue_wait(&self.identity.event_id, clock.wall),
+                    split: startup::startup_split(obs),
+                });
+            }
+            _ => {}
+        }
     }
 
     /// Applies the outcome rules to what is known; arms the timer for the next deadline.

@@ -4,6 +4,8 @@
 //! (the metric types are atomics or locked inside), so actors and the Kubernetes client
 //! layer record without coordination.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,6 +26,19 @@ const POD_CREATE_BUCKETS: [f64; 13] = [
 const WORKER_DURATION_BUCKETS: [f64; 12] = [
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
 ];
+/// Event added -> pod running: from an idle cluster's seconds to a queue that waited for
+/// `limits.max_workers` slots or for nodes for half an hour.
+const QUEUE_WAIT_BUCKETS: [f64; 14] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+/// Created -> scheduled, and scheduled -> running. Kubernetes' timestamps have whole
+/// seconds, so the small buckets mostly catch zeros.
+const POD_START_BUCKETS: [f64; 12] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+];
+/// The `template` label of a pod whose template is not configured (a pod adopted from an
+/// older configuration, or built before pods carried the annotation).
+const UNKNOWN_TEMPLATE: &str = "unknown";
 /// The outcomes of docs/contract.md section 4, pre-created so a dashboard shows zeros, not gaps.
 const OUTCOMES: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "lost"];
 /// The `(type, result)` pairs of `ottoscaler_events_total` that can happen: a valid
@@ -66,6 +81,19 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TemplateLabels {
+    template: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// A histogram per template, all with the same buckets.
+type TemplateHistograms = Family<TemplateLabels, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KubeLabels {
     verb: String,
     code: String,
@@ -86,6 +114,14 @@ pub struct Metrics {
     redis_errors: Counter,
     results_published: Counter,
     dead_letters: Counter,
+    queue_wait: TemplateHistograms,
+    pod_scheduling: TemplateHistograms,
+    pod_starting: TemplateHistograms,
+    stream_lag: Gauge,
+    oldest_pending_age: Gauge<f64, AtomicU64>,
+    /// The configured template names: the `template` label takes only these values and
+    /// [`UNKNOWN_TEMPLATE`].
+    templates: BTreeSet<String>,
 }
 
 impl Default for Metrics {
@@ -95,7 +131,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a process whose only template is `default`.
     pub fn new() -> Self {
+        Self::with_templates(["default"])
+    }
+
+    /// The metrics of a process with these pod templates (the `template` label's values,
+    /// each exported at 0 from the start).
+    pub fn with_templates<'a>(templates: impl IntoIterator<Item = &'a str>) -> Self {
+        let templates: BTreeSet<String> = templates.into_iter().map(String::from).collect();
         let mut registry = Registry::with_prefix("ottoscaler");
         let events = Family::<EventLabels, Counter>::default();
         let workers_active = Gauge::default();
@@ -108,6 +152,15 @@ impl Metrics {
         let redis_errors = Counter::default();
         let results_published = Counter::default();
         let dead_letters = Counter::default();
+        let queue_wait: TemplateHistograms =
+            Family::new_with_constructor(|| Histogram::new(QUEUE_WAIT_BUCKETS));
+        let pod_scheduling: TemplateHistograms =
+            Family::new_with_constructor(|| Histogram::new(POD_START_BUCKETS));
+        let pod_starting: TemplateHistograms =
+            Family::new_with_constructor(|| Histogram::new(POD_START_BUCKETS));
+        let stream_lag = Gauge::default();
+        let oldest_pending_age = Gauge::<f64, AtomicU64>::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
 
         registry.register(
             "events",
@@ -169,6 +222,52 @@ impl Metrics {
             dead_letters.clone(),
         );
 
+        registry.register_with_unit(
+            "queue_wait",
+            "Time from an event's entry being added to the stream (its id) to a worker's pod \
+             first seen Running, once per worker that saw its pod start",
+            Unit::Seconds,
+            queue_wait.clone(),
+        );
+        registry.register_with_unit(
+            "pod_scheduling",
+            "Time from a pod being built (its created-at annotation) to PodScheduled=True, \
+             once per worker that saw its pod start",
+            Unit::Seconds,
+            pod_scheduling.clone(),
+        );
+        registry.register_with_unit(
+            "pod_starting",
+            "Time from PodScheduled=True to the worker container running (its startedAt), \
+             once per worker that saw its pod start",
+            Unit::Seconds,
+            pod_starting.clone(),
+        );
+        registry.register(
+            "stream_lag",
+            "Entries of the event stream not yet delivered to the consumer group (XINFO \
+             GROUPS lag); -1 when Redis does not know it or it was never read",
+            stream_lag.clone(),
+        );
+        registry.register_with_unit(
+            "oldest_pending_age",
+            "Age of the group's oldest delivered but unacknowledged entry (from its id); 0 \
+             when none is pending",
+            Unit::Seconds,
+            oldest_pending_age.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the version label is the running ottoscaler's",
+            build_info.clone(),
+        );
+        stream_lag.set(-1);
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+
         // Every series whose labels are known up front exists from the start at 0, so
         // a dashboard shows zeros rather than gaps, and `absent()` or `rate()` alerts work
         // on a process that has not counted anything yet.
@@ -189,6 +288,14 @@ impl Metrics {
                 code: code.into(),
             });
         }
+        for template in &templates {
+            let labels = TemplateLabels {
+                template: template.clone(),
+            };
+            for family in [&queue_wait, &pod_scheduling, &pod_starting] {
+                let _ = family.get_or_create_owned(&labels);
+            }
+        }
 
         Self {
             registry,
@@ -203,7 +310,55 @@ impl Metrics {
             redis_errors,
             results_published,
             dead_letters,
+            queue_wait,
+            pod_scheduling,
+            pod_starting,
+            stream_lag,
+            oldest_pending_age,
+            templates,
         }
+    }
+
+    /// The `template` label for `template`: a configured name, else `unknown`, so a pod's
+    /// annotation cannot create series.
+    fn template_labels(&self, template: Option<&str>) -> TemplateLabels {
+        let template = template
+            .filter(|t| self.templates.contains(*t))
+            .unwrap_or(UNKNOWN_TEMPLATE);
+        TemplateLabels {
+            template: template.into(),
+        }
+    }
+
+    /// A worker first saw its pod Running: the parts of its start that are known.
+    pub fn pod_started(
+        &self,
+        template: Option<&str>,
+        queue_wait: Option<Duration>,
+        scheduling: Option<Duration>,
+        starting: Option<Duration>,
+    ) {
+        let labels = self.template_labels(template);
+        for (family, value) in [
+            (&self.queue_wait, queue_wait),
+            (&self.pod_scheduling, scheduling),
+            (&self.pod_starting, starting),
+        ] {
+            if let Some(value) = value {
+                family.get_or_create(&labels).observe(value.as_secs_f64());
+            }
+        }
+    }
+
+    /// The group's lag as XINFO GROUPS reports it; `None` (unknown) exports -1.
+    pub fn set_stream_lag(&self, lag: Option<u64>) {
+        self.stream_lag
+            .set(lag.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)));
+    }
+
+    /// The age of the oldest pending entry (0 when none is).
+    pub fn set_oldest_pending_age(&self, age: Duration) {
+        self.oldest_pending_age.set(age.as_secs_f64());
     }
 
     /// One event read. `kind` comes from the event itself, so anything but `scale_up` and
@@ -347,6 +502,15 @@ mod tests {
                 "ottoscaler_worker_restarts_total 0",
                 "ottoscaler_workers_active 0",
                 "ottoscaler_pod_create_seconds_count 0",
+                r#"ottoscaler_queue_wait_seconds_count{template="default"} 0"#,
+                r#"ottoscaler_pod_scheduling_seconds_count{template="default"} 0"#,
+                r#"ottoscaler_pod_starting_seconds_count{template="default"} 0"#,
+                "ottoscaler_stream_lag -1",
+                "ottoscaler_oldest_pending_age_seconds 0.0",
+                &format!(
+                    r#"ottoscaler_build_info{{version="{}"}} 1"#,
+                    env!("CARGO_PKG_VERSION")
+                ),
             ]
             .map(String::from),
         );
@@ -359,6 +523,58 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn start_up_histograms_are_per_configured_template_and_the_rest_is_unknown() {
+        let m = Metrics::with_templates(["default", "gpu"]);
+        let text = m.encode();
+        for t in ["default", "gpu"] {
+            assert!(
+                text.contains(&format!(
+                    r#"ottoscaler_queue_wait_seconds_count{{template="{t}"}} 0"#
+                )),
+                "{text}"
+            );
+        }
+        m.pod_started(
+            Some("gpu"),
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_secs(1)),
+            None,
+        );
+        m.pod_started(Some("made-up"), None, None, Some(Duration::from_secs(2)));
+        m.pod_started(None, Some(Duration::from_millis(200)), None, None);
+        let text = m.encode();
+        for line in [
+            r#"ottoscaler_queue_wait_seconds_count{template="gpu"} 1"#,
+            r#"ottoscaler_queue_wait_seconds_sum{template="gpu"} 3.0"#,
+            r#"ottoscaler_pod_scheduling_seconds_count{template="gpu"} 1"#,
+            r#"ottoscaler_pod_starting_seconds_count{template="gpu"} 0"#,
+            r#"ottoscaler_pod_starting_seconds_count{template="unknown"} 1"#,
+            r#"ottoscaler_queue_wait_seconds_count{template="unknown"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("made-up"), "{text}");
+    }
+
+    #[test]
+    fn the_stream_gauges_take_what_the_reader_saw() {
+        let m = Metrics::default();
+        m.set_stream_lag(Some(7));
+        m.set_oldest_pending_age(Duration::from_millis(2500));
+        let text = m.encode();
+        assert!(text.contains("ottoscaler_stream_lag 7\n"), "{text}");
+        assert!(
+            text.contains("ottoscaler_oldest_pending_age_seconds 2.5\n"),
+            "{text}"
+        );
+        m.set_stream_lag(None);
+        assert!(m.encode().contains("ottoscaler_stream_lag -1\n"));
     }
 
     #[test]

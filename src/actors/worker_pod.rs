@@ -146,7 +146,20 @@ impl WorkerPodActor {
             return;
         }
         let actions = self.lifecycle.step(input, Clock::now());
+        self.record_start();
         self.perform(actions, ctx);
+    }
+
+    /// The start-up metrics, once the lifecycle first saw the pod Running.
+    fn record_start(&mut self) {
+        if let Some(start) = self.lifecycle.take_start() {
+            self.env.metrics.pod_started(
+                start.template.as_deref(),
+                start.queue_wait,
+                start.split.scheduling,
+                start.split.starting,
+            );
+        }
     }
 
     fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
@@ -341,6 +354,7 @@ impl Actor for WorkerPodActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let initial = std::mem::take(&mut self.initial);
+        self.record_start();
         self.perform(initial, ctx);
     }
 

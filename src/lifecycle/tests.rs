@@ -582,3 +582,88 @@ fn a_done_worker_ignores_everything() {
         assert_eq!(w.step(input, c.at(20)), vec![]);
     }
 }
+
+/// A worker of an event added (XADD) at the test's second 0.
+fn created_for_event_at_start(c: &Clocks) -> Lifecycle {
+    let identity = WorkerIdentity {
+        event_id: format!("{}-0", c.wall.as_millisecond()),
+        ..identity()
+    };
+    let (mut w, _) = Lifecycle::create(identity, DEADLINES, c.wall, c.at(0));
+    w.step(Input::CreateAnswered(CreateAnswer::Created), c.at(0));
+    w
+}
+
+#[test]
+fn the_first_running_view_records_the_start_once() {
+    let c = Clocks::new();
+    let mut w = created_for_event_at_start(&c);
+    w.step(Input::Observed(obs(PodPhase::Pending)), c.at(1));
+    assert_eq!(w.take_start(), None, "not running yet");
+    let running = PodObservation {
+        created_at: Some(c.wall),
+        scheduled_at: Some(c.wall + jiff::SignedDuration::from_secs(1)),
+        container_started_at: Some(c.wall + jiff::SignedDuration::from_secs(3)),
+        template: Some("gpu".into()),
+        ..obs(PodPhase::Running)
+    };
+    w.step(Input::Observed(running.clone()), c.at(4));
+    assert_eq!(
+        w.take_start(),
+        Some(StartRecord {
+            template: Some("gpu".into()),
+            queue_wait: Some(Duration::from_secs(4)),
+            split: StartupSplit {
+                scheduling: Some(Duration::from_secs(1)),
+                starting: Some(Duration::from_secs(2)),
+            },
+        })
+    );
+    // Later views, a resync's lookup, even a Pending flap: never a second record.
+    w.step(Input::Observed(running.clone()), c.at(5));
+    w.step(Input::Observed(obs(PodPhase::Pending)), c.at(6));
+    w.step(Input::Observed(running), c.at(7));
+    assert_eq!(w.take_start(), None);
+}
+
+#[test]
+fn a_pod_running_when_taken_over_is_not_recorded_but_one_seen_pending_is() {
+    let c = Clocks::new();
+    let (mut w, _) = Lifecycle::resume(
+        identity(),
+        DEADLINES,
+        Resume {
+            observation: Some(obs(PodPhase::Running)),
+            ..Resume::default()
+        },
+        c.at(0),
+    );
+    assert_eq!(w.take_start(), None);
+    w.step(Input::Observed(obs(PodPhase::Running)), c.at(1));
+    assert_eq!(w.take_start(), None);
+
+    let (mut w, _) = Lifecycle::resume(
+        identity(),
+        DEADLINES,
+        Resume {
+            observation: Some(obs(PodPhase::Pending)),
+            ..Resume::default()
+        },
+        c.at(0),
+    );
+    w.step(Input::Observed(obs(PodPhase::Running)), c.at(2));
+    let start = w.take_start().expect("recorded");
+    // Entry id `1-0`: added at the epoch's first millisecond, long ago.
+    assert!(
+        start
+            .queue_wait
+            .is_some_and(|d| d > Duration::from_secs(1_000_000))
+    );
+    assert_eq!(
+        start.split,
+        StartupSplit {
+            scheduling: None,
+            starting: None
+        }
+    );
+}
