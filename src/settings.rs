@@ -83,6 +83,10 @@ pub struct RedisSettings {
     pub claim_idle: Duration,
     /// Deliveries after which an entry that never succeeded is dead-lettered. Default 5.
     pub max_deliveries: u64,
+    /// How often the reader refreshes `ottoscaler_stream_lag` and
+    /// `ottoscaler_oldest_pending_age_seconds` (XINFO GROUPS, XPENDING). Default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,6 +200,7 @@ impl Default for RedisSettings {
             result_marker_ttl: Duration::from_secs(7 * 24 * 3600),
             claim_idle: Duration::from_secs(60),
             max_deliveries: 5,
+            stats_interval: Duration::from_secs(15),
         }
     }
 }
@@ -214,6 +219,7 @@ impl std::fmt::Debug for RedisSettings {
             result_marker_ttl,
             claim_idle,
             max_deliveries,
+            stats_interval,
         } = self;
         f.debug_struct("RedisSettings")
             .field("url", &redact::redact_url(url))
@@ -227,6 +233,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("result_marker_ttl", result_marker_ttl)
             .field("claim_idle", claim_idle)
             .field("max_deliveries", max_deliveries)
+            .field("stats_interval", stats_interval)
             .finish()
     }
 }

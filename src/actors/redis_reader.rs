@@ -7,6 +7,7 @@
 //!     ▲                                                           ▲          │
 //!     └── Redis error: backoff, reconnect ◄───────────────────────┴──────────┘
 //!  every claim_idle/2: touch in-flight ids, XAUTOCLAIM idle entries of any consumer
+//!  every stats_interval: XINFO GROUPS + XPENDING summary -> the stream gauges
 //! ```
 //!
 //! Each entry is validated ([`ScaleEvent::from_fields`]); an invalid, vanished or
@@ -87,6 +88,8 @@ pub struct RedisReader {
     refusals: HashMap<String, String>,
     /// A claim round is running.
     claiming: bool,
+    /// A stats refresh is running (at most one at a time).
+    refreshing_stats: bool,
     /// The running read step (or its backpressure wait), cancelled on stop.
     read_handle: Option<SpawnHandle>,
     /// [`StopReading`] arrived: no more reads or claims.
@@ -123,6 +126,7 @@ impl RedisReader {
             unacked: BTreeSet::new(),
             refusals: HashMap::new(),
             claiming: false,
+            refreshing_stats: false,
             read_handle: None,
             stopping: false,
             stop_waiters: Vec::new(),
@@ -202,6 +206,46 @@ impl RedisReader {
         self.schedule_connect(ctx);
     }
 
+    // ---- stream gauges ----------------------------------------------------------
+
+    /// Refreshes `ottoscaler_stream_lag` and `ottoscaler_oldest_pending_age_seconds`.
+    /// Spawned on its own, with a timeout, on the short-command connection: it never
+    /// holds up the read loop, and a failure only counts as a Redis error (the read loop
+    /// notices a broken connection by itself). While not connected the gauges keep
+    /// their last values.
+    fn refresh_stats(&mut self, ctx: &mut Context<Self>) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        if self.refreshing_stats {
+            return;
+        }
+        self.refreshing_stats = true;
+        let timeout = client::COMMAND_TIMEOUT.min(self.config.stats_interval);
+        let fut = async move { tokio::time::timeout(timeout, client.stream_stats()).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+            act.refreshing_stats = false;
+            match res {
+                Ok(Ok((lag, oldest))) => {
+                    act.metrics.set_stream_lag(lag);
+                    act.metrics
+                        .set_oldest_pending_age(crate::startup::pending_age(
+                            oldest.as_deref(),
+                            jiff::Timestamp::now(),
+                        ));
+                }
+                Ok(Err(e)) => {
+                    act.metrics.redis_error();
+                    debug!(error = %e, "stream stats not refreshed");
+                }
+                Err(_) => {
+                    act.metrics.redis_error();
+                    debug!(?timeout, "stream stats not refreshed: no answer in time");
+                }
+            }
+        }));
+    }
+
     // ---- stop -------------------------------------------------------------------
 
     /// Completes the stop once nothing is in flight or waiting for its ack.
@@ -237,6 +281,9 @@ impl Actor for RedisReader {
     fn started(&mut self, ctx: &mut Self::Context) {
         info!(stream = %self.config.stream, consumer = %self.config.consumer, "redis reader started");
         ctx.run_interval(self.config.claim_period(), |act, ctx| act.claim_round(ctx));
+        ctx.run_interval(self.config.stats_interval, |act, ctx| {
+            act.refresh_stats(ctx)
+        });
         self.connect(ctx);
     }
 
@@ -257,6 +304,7 @@ impl Supervised for RedisReader {
         self.generation += 1;
         self.connecting = false;
         self.claiming = false;
+        self.refreshing_stats = false;
         self.in_flight.clear();
         self.read_handle = None;
         self.stop_waiters.clear();

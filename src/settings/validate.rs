@@ -77,6 +77,7 @@ impl Settings {
         at_least("redis.dead_letter_maxlen", redis.dead_letter_maxlen, 1)?;
         at_least("redis.max_deliveries", redis.max_deliveries, 1)?;
         positive("redis.claim_idle", redis.claim_idle)?;
+        positive("redis.stats_interval", redis.stats_interval)?;
         result_marker_ttl(redis)?;
 
         if !kubernetes.namespace.is_empty() && !is_dns_label(&kubernetes.namespace) {
@@ -309,6 +310,10 @@ mod tests {
             (
                 "redis.claim_idle",
                 Box::new(|s| s.redis.claim_idle = Duration::ZERO),
+            ),
+            (
+                "redis.stats_interval",
+                Box::new(|s| s.redis.stats_interval = Duration::ZERO),
             ),
             ("kubernetes.qps", Box::new(|s| s.kubernetes.qps = 0)),
             ("kubernetes.burst", Box::new(|s| s.kubernetes.burst = 0)),

@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::ReaderConfig;
 use super::entries::{
     ClaimPage, ReplyError, StreamEntry, dead_letter_fields, parse_claim_reply,
-    parse_delivery_count, parse_read_reply,
+    parse_delivery_count, parse_group_lag, parse_oldest_pending, parse_read_reply,
 };
 
 /// Connecting (TCP, TLS, AUTH, HELLO) may take this long before the attempt counts as failed.
@@ -218,6 +218,24 @@ impl StreamClient {
             .ignore();
         let _: () = pipe.query_async(&mut self.commands.clone()).await?;
         Ok(())
+    }
+
+    /// The group's backlog for the metrics, in one pipeline on the short-command
+    /// connection (never the blocking one): `XINFO GROUPS` for its `lag` (`None`: Redis
+    /// does not know it), and the `XPENDING` summary for the oldest pending id.
+    pub async fn stream_stats(&self) -> Result<(Option<u64>, Option<String>), StreamError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XINFO").arg("GROUPS").arg(&self.stream);
+        pipe.cmd("XPENDING").arg(&self.stream).arg(&self.group);
+        let replies: Vec<Value> = pipe.query_async(&mut self.commands.clone()).await?;
+        let mut it = replies.into_iter();
+        let (Some(groups), Some(pending)) = (it.next(), it.next()) else {
+            return Err(ReplyError("the stats pipeline answered less than asked".into()).into());
+        };
+        Ok((
+            parse_group_lag(groups, &self.group)?,
+            parse_oldest_pending(pending)?,
+        ))
     }
 
     /// Whether `id` is pending (delivered, not acknowledged) on any consumer of the group.

@@ -41,6 +41,8 @@ pub struct ReaderConfig {
     pub block: Duration,
     /// Events awaiting the Supervisor's answer at most. Default [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
+    /// How often the stream gauges are refreshed (`redis.stats_interval`).
+    pub stats_interval: Duration,
 }
 
 impl ReaderConfig {
@@ -59,6 +61,7 @@ impl ReaderConfig {
             read_count: DEFAULT_READ_COUNT,
             block: DEFAULT_BLOCK,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            stats_interval: redis.stats_interval,
         }
     }
 

@@ -118,6 +118,71 @@ pub fn parse_delivery_count(reply: Value) -> Result<Option<u64>, ReplyError> {
     }
 }
 
+/// The `lag` of `group` in an XINFO GROUPS reply (RESP2: each group a flat
+/// `[name, value, ...]` array; RESP3: a map). `None` when the group is not listed or its
+/// lag is nil (Redis cannot tell, e.g. after deletions) or absent (Redis before 7).
+pub fn parse_group_lag(reply: Value, group: &str) -> Result<Option<u64>, ReplyError> {
+    let Value::Array(groups) = reply else {
+        return Err(shape("an array of groups", &reply));
+    };
+    for info in groups {
+        let pairs: Vec<(Value, Value)> = match info {
+            Value::Map(pairs) => pairs,
+            Value::Array(flat) => {
+                if !flat.len().is_multiple_of(2) {
+                    return Err(ReplyError("XINFO GROUPS: odd number of fields".into()));
+                }
+                let mut it = flat.into_iter();
+                let mut pairs = Vec::new();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
+                }
+                pairs
+            }
+            other => return Err(shape("a group's fields", &other)),
+        };
+        let mut name = None;
+        let mut lag = None;
+        for (k, v) in pairs {
+            match bytes(k)?.as_slice() {
+                b"name" => name = Some(bytes(v)?),
+                b"lag" => lag = Some(v),
+                _ => {}
+            }
+        }
+        if name.as_deref() != Some(group.as_bytes()) {
+            continue;
+        }
+        return match lag {
+            None | Some(Value::Nil) => Ok(None),
+            Some(Value::Int(n)) => Ok(u64::try_from(n).ok()),
+            Some(other) => Ok(text(other)?.parse().ok()),
+        };
+    }
+    Ok(None)
+}
+
+/// The smallest pending id in the summary form of XPENDING (`XPENDING stream group`:
+/// `[count, smallest, greatest, consumers]`); `None` when nothing is pending.
+pub fn parse_oldest_pending(reply: Value) -> Result<Option<String>, ReplyError> {
+    let Value::Array(parts) = reply else {
+        return Err(shape("an XPENDING summary", &reply));
+    };
+    let mut it = parts.into_iter();
+    let count = match it.next() {
+        Some(Value::Int(n)) => n,
+        Some(other) => text(other)?
+            .parse()
+            .map_err(|_| ReplyError("XPENDING count is not a number".into()))?,
+        None => return Err(ReplyError("XPENDING summary is empty".into())),
+    };
+    match it.next() {
+        _ if count <= 0 => Ok(None),
+        None | Some(Value::Nil) => Ok(None),
+        Some(id) => text(id).map(Some),
+    }
+}
+
 /// The fields [`ScaleEvent::from_fields`](crate::messages::ScaleEvent::from_fields) takes:
 /// keys as text (a non-UTF-8 key becomes a replacement-character name that validation
 /// rejects as a bad metadata name), values as the original bytes.
@@ -391,5 +456,59 @@ mod tests {
         let f = event_fields(&[(vec![0xff], b"v".to_vec()), (b"type".to_vec(), vec![1])]);
         assert_eq!(f[0].0, "\u{fffd}");
         assert_eq!(f[1], ("type".to_string(), vec![1]));
+    }
+
+    #[test]
+    fn the_lag_of_our_group_is_read_from_resp2_and_resp3_replies() {
+        let group = |name: &str, lag: Value| {
+            Value::Array(vec![
+                bulk("name"),
+                bulk(name),
+                bulk("consumers"),
+                Value::Int(1),
+                bulk("lag"),
+                lag,
+            ])
+        };
+        let reply = Value::Array(vec![
+            group("other", Value::Int(99)),
+            group("ottoscaler", Value::Int(3)),
+        ]);
+        assert_eq!(parse_group_lag(reply, "ottoscaler"), Ok(Some(3)));
+        let nil = Value::Array(vec![group("ottoscaler", Value::Nil)]);
+        assert_eq!(parse_group_lag(nil, "ottoscaler"), Ok(None));
+        let resp3 = Value::Array(vec![Value::Map(vec![
+            (bulk("name"), bulk("ottoscaler")),
+            (bulk("lag"), Value::Int(0)),
+        ])]);
+        assert_eq!(parse_group_lag(resp3, "ottoscaler"), Ok(Some(0)));
+        // Redis 6: no lag field. No group: nothing known.
+        let old = Value::Array(vec![Value::Array(vec![bulk("name"), bulk("ottoscaler")])]);
+        assert_eq!(parse_group_lag(old, "ottoscaler"), Ok(None));
+        assert_eq!(
+            parse_group_lag(Value::Array(vec![]), "ottoscaler"),
+            Ok(None)
+        );
+        assert!(parse_group_lag(Value::Int(1), "ottoscaler").is_err());
+        let odd = Value::Array(vec![Value::Array(vec![bulk("name")])]);
+        assert!(parse_group_lag(odd, "ottoscaler").is_err());
+    }
+
+    #[test]
+    fn the_oldest_pending_id_comes_from_the_xpending_summary() {
+        let summary = Value::Array(vec![
+            Value::Int(2),
+            bulk("1700000000000-0"),
+            bulk("1700000000500-1"),
+            Value::Array(vec![]),
+        ]);
+        assert_eq!(
+            parse_oldest_pending(summary),
+            Ok(Some("1700000000000-0".into()))
+        );
+        let none = Value::Array(vec![Value::Int(0), Value::Nil, Value::Nil, Value::Nil]);
+        assert_eq!(parse_oldest_pending(none), Ok(None));
+        assert!(parse_oldest_pending(Value::Nil).is_err());
+        assert!(parse_oldest_pending(Value::Array(vec![])).is_err());
     }
 }
