@@ -38,6 +38,16 @@ async fn a_fresh_process_lists_every_known_counter_at_zero() {
             r#"ottoscaler_workers_finished_total{{outcome="{outcome}"}}"#
         ));
     }
+    // The start-up histograms, for every configured template (only `default` here).
+    for name in [
+        "ottoscaler_queue_wait_seconds",
+        "ottoscaler_pod_scheduling_seconds",
+        "ottoscaler_pod_starting_seconds",
+    ] {
+        zero.push(format!(r#"{name}_count{{template="default"}}"#));
+        zero.push(format!(r#"{name}_sum{{template="default"}}"#));
+    }
+    zero.push("ottoscaler_oldest_pending_age_seconds".into());
     for name in [
         "ottoscaler_dead_letters_total",
         "ottoscaler_results_published_total",
@@ -55,4 +65,16 @@ async fn a_fresh_process_lists_every_known_counter_at_zero() {
             "{series} in\n{text}"
         );
     }
+    // Known only once the reader asked Redis (every redis.stats_interval): -1 until then.
+    // Or already 0: the stream is empty and the group new.
+    let lag = metric_value(&text, "ottoscaler_stream_lag ");
+    assert!(
+        matches!(lag, Some(-1.0) | Some(0.0)),
+        "stream lag {lag:?} in\n{text}"
+    );
+    let build = format!(
+        r#"ottoscaler_build_info{{version="{}"}} "#,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(metric_value(&text, &build), Some(1.0), "{build} in\n{text}");
 }
