@@ -64,6 +64,18 @@ pub struct WorkerEntry<H> {
     pub reported: Option<WorkerFinished>,
     /// A scale_down chose it.
     pub cancelled: bool,
+    /// Its pod template (the pod's `ottoscaler.io/template` annotation), for metrics;
+    /// unknown for a worker cancelled before its pod was built.
+    pub template: Option<String>,
+}
+
+impl<H> WorkerEntry<H> {
+    /// The worker's template: from the pod it builds, else the latest view of its pod.
+    pub fn template(&self) -> Option<&str> {
+        self.template
+            .as_deref()
+            .or_else(|| self.last.as_ref().and_then(|o| o.template.as_deref()))
+    }
 }
 
 /// A scale_up that is not durable yet, and who waits for it.
@@ -385,6 +397,15 @@ impl<H: Clone, R> Ledger<H, R> {
             WorkerStart::Resume(r) => (r.settled, None, false, r.observation.clone(), r.cancelled),
             WorkerStart::CancelledBeforeCreation => (false, None, true, None, true),
         };
+        let template = match start {
+            WorkerStart::Create { pod, .. } => pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::pods::ANNOTATION_TEMPLATE))
+                .cloned(),
+            _ => None,
+        };
         self.by_event
             .entry(identity.event_id.clone())
             .or_default()
@@ -406,6 +427,7 @@ impl<H: Clone, R> Ledger<H, R> {
                 last,
                 reported: None,
                 cancelled,
+                template,
             },
         );
     }

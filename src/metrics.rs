@@ -78,6 +78,7 @@ struct EventLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
+    template: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -174,7 +175,7 @@ impl Metrics {
         );
         registry.register(
             "workers_finished",
-            "Workers that reached an outcome",
+            "Workers that reached an outcome, by outcome and pod template",
             workers_finished.clone(),
         );
         registry.register_with_unit(
@@ -272,9 +273,12 @@ impl Metrics {
         // a dashboard shows zeros rather than gaps, and `absent()` or `rate()` alerts work
         // on a process that has not counted anything yet.
         for outcome in OUTCOMES {
-            let _ = workers_finished.get_or_create_owned(&OutcomeLabels {
-                outcome: outcome.into(),
-            });
+            for template in &templates {
+                let _ = workers_finished.get_or_create_owned(&OutcomeLabels {
+                    outcome: outcome.into(),
+                    template: template.clone(),
+                });
+            }
         }
         for (kind, result) in EVENT_SERIES {
             let _ = events.get_or_create_owned(&EventLabels {
@@ -382,12 +386,13 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// A worker reached `outcome` (`succeeded`, `failed`, `timed_out`, `cancelled`,
-    /// `lost`) after running `duration` (pod created -> finished).
-    pub fn worker_finished(&self, outcome: &str, duration: Duration) {
+    /// A worker of `template` reached `outcome` (`succeeded`, `failed`, `timed_out`,
+    /// `cancelled`, `lost`) after running `duration` (pod built -> finished).
+    pub fn worker_finished(&self, outcome: &str, template: Option<&str>, duration: Duration) {
         self.workers_finished
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.into(),
+                template: self.template_labels(template).template,
             })
             .inc();
         self.worker_duration.observe(duration.as_secs_f64());
@@ -450,7 +455,7 @@ mod tests {
         let m = Metrics::default();
         m.event("scale_up", "accepted");
         m.set_workers_active(3);
-        m.worker_finished("succeeded", Duration::from_secs(12));
+        m.worker_finished("succeeded", Some("default"), Duration::from_secs(12));
         m.pod_created(Duration::from_millis(40));
         m.kube_request("create", "201");
         m.worker_restarted();
@@ -461,8 +466,8 @@ mod tests {
         for line in [
             r#"ottoscaler_events_total{type="scale_up",result="accepted"} 1"#,
             "ottoscaler_workers_active 3",
-            r#"ottoscaler_workers_finished_total{outcome="succeeded"} 1"#,
-            r#"ottoscaler_workers_finished_total{outcome="lost"} 0"#,
+            r#"ottoscaler_workers_finished_total{outcome="succeeded",template="default"} 1"#,
+            r#"ottoscaler_workers_finished_total{outcome="lost",template="default"} 0"#,
             "ottoscaler_pod_create_seconds_count 1",
             r#"ottoscaler_pod_create_seconds_bucket{le="0.05"} 1"#,
             "ottoscaler_worker_duration_seconds_count 1",
@@ -486,11 +491,9 @@ mod tests {
                 format!(r#"ottoscaler_events_total{{type="{kind}",result="{result}"}} 0"#)
             })
             .collect();
-        expected.extend(
-            OUTCOMES
-                .iter()
-                .map(|o| format!(r#"ottoscaler_workers_finished_total{{outcome="{o}"}} 0"#)),
-        );
+        expected.extend(OUTCOMES.iter().map(|o| {
+            format!(r#"ottoscaler_workers_finished_total{{outcome="{o}",template="default"}} 0"#)
+        }));
         expected.extend(KUBE_SERIES.iter().map(|(verb, code)| {
             format!(r#"ottoscaler_kube_requests_total{{verb="{verb}",code="{code}"}} 0"#)
         }));
@@ -545,6 +548,8 @@ mod tests {
         );
         m.pod_started(Some("made-up"), None, None, Some(Duration::from_secs(2)));
         m.pod_started(None, Some(Duration::from_millis(200)), None, None);
+        m.worker_finished("failed", Some("made-up"), Duration::from_secs(1));
+        m.worker_finished("succeeded", Some("gpu"), Duration::from_secs(1));
         let text = m.encode();
         for line in [
             r#"ottoscaler_queue_wait_seconds_count{template="gpu"} 1"#,
@@ -553,6 +558,10 @@ mod tests {
             r#"ottoscaler_pod_starting_seconds_count{template="gpu"} 0"#,
             r#"ottoscaler_pod_starting_seconds_count{template="unknown"} 1"#,
             r#"ottoscaler_queue_wait_seconds_count{template="unknown"} 1"#,
+            r#"ottoscaler_workers_finished_total{outcome="failed",template="unknown"} 1"#,
+            r#"ottoscaler_workers_finished_total{outcome="succeeded",template="gpu"} 1"#,
+            r#"ottoscaler_workers_finished_total{outcome="cancelled",template="gpu"} 0"#,
+            r#"ottoscaler_workers_finished_total{outcome="cancelled",template="default"} 0"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -12,7 +12,7 @@ use testenv::RedisServer;
 
 mod common;
 
-use common::ottoscaler::{Launch, Ottoscaler, connections_to, temp_dir};
+use common::ottoscaler::{Launch, Ottoscaler, connections_to, metric_sum, temp_dir};
 use common::redis::{entries, pending, xadd};
 use common::wait_until;
 
@@ -116,8 +116,12 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
     let accepted =
         ottoscaler.metric("ottoscaler_events_total{type=\"scale_up\",result=\"accepted\"}");
     assert_eq!(accepted, Some(1.0));
-    let succeeded = ottoscaler.metric("ottoscaler_workers_finished_total{outcome=\"succeeded\"}");
-    assert_eq!(succeeded, Some(3.0));
+    let succeeded = metric_sum(
+        &ottoscaler.metrics(),
+        "ottoscaler_workers_finished_total",
+        &[r#"outcome="succeeded""#, r#"template="default""#],
+    );
+    assert_eq!(succeeded, 3.0);
     let creates = ottoscaler.metric("ottoscaler_kube_requests_total{verb=\"create\",code=\"201\"}");
     assert_eq!(creates, Some(3.0));
     // Each created pod's first watch event is timed once.

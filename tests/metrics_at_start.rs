@@ -35,7 +35,7 @@ async fn a_fresh_process_lists_every_known_counter_at_zero() {
     zero.push(r#"ottoscaler_events_total{type="invalid",result="dead_lettered"}"#.into());
     for outcome in ["succeeded", "failed", "timed_out", "cancelled", "lost"] {
         zero.push(format!(
-            r#"ottoscaler_workers_finished_total{{outcome="{outcome}"}}"#
+            r#"ottoscaler_workers_finished_total{{outcome="{outcome}",template="default"}}"#
         ));
     }
     // The start-up histograms, for every configured template (only `default` here).

@@ -143,6 +143,14 @@ async fn start_up_histograms_count_every_worker_and_stream_gauges_show_the_backl
         queue_wait > 0.0 && queue_wait <= 3.0 * waited,
         "queue wait sum {queue_wait}: each between XADD and now ({waited:.3}s)"
     );
+    assert_eq!(
+        value(
+            &text,
+            r#"ottoscaler_workers_finished_total{outcome="succeeded",template="ci"}"#
+        ),
+        3.0,
+        "{text}"
+    );
     assert!(!text.contains(r#"template="unknown""#), "{text}");
 
     // The backlog: the ghost's entry is the oldest pending one; everything else was

@@ -336,8 +336,10 @@ impl Supervisor {
                 self.config.metrics.worker_restarted();
                 if let Some(result) = failed {
                     error!(%pod, %task_id, error = error.as_deref(), "restart budget exhausted; reporting the worker failed");
+                    let template = self.ledger.worker(&pod).and_then(|w| w.template());
                     self.config.metrics.worker_finished(
                         result.outcome.as_str(),
+                        template,
                         Duration::from_millis(result.duration_ms),
                     );
                     // Its result is final now, so its event no longer waits for its pod.
@@ -474,9 +476,12 @@ impl Handler<WorkerFinished> for Supervisor {
 
     fn handle(&mut self, msg: WorkerFinished, _ctx: &mut Self::Context) -> Self::Result {
         if self.ledger.reported(&msg) {
-            self.config
-                .metrics
-                .worker_finished(msg.outcome.as_str(), Duration::from_millis(msg.duration_ms));
+            let template = self.ledger.worker(&msg.pod).and_then(|w| w.template());
+            self.config.metrics.worker_finished(
+                msg.outcome.as_str(),
+                template,
+                Duration::from_millis(msg.duration_ms),
+            );
         }
         let send = self.config.results.send(msg);
         Box::pin(async move {
