@@ -184,6 +184,8 @@ impl RedisReader {
         if !self.stopping {
             self.read_step(Cursor::Pending("0".into()), ctx);
         }
+        // The gauges are known from the first connection on, not one interval later.
+        self.refresh_stats(ctx);
         self.check_stopped();
     }
 
