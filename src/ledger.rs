@@ -59,7 +59,7 @@ pub struct WorkerEntry<H> {
     /// Its pod was never to be created (cancelled while queued).
     never_created: bool,
     /// The watch's latest view of the pod.
-    pub last: Option<PodObservation>,
+    pub last: Option<Arc<PodObservation>>,
     /// The result, once reported (kept for restarts).
     pub reported: Option<WorkerFinished>,
     /// A scale_down chose it.
@@ -692,13 +692,13 @@ impl<H: Clone, R> Ledger<H, R> {
     }
 
     /// A pod the watch shows: where it goes.
-    pub fn route(&mut self, obs: &PodObservation) -> Route {
+    pub fn route(&mut self, obs: &Arc<PodObservation>) -> Route {
         if let Some(seen) = self.relist.as_mut() {
             seen.insert(obs.name.clone());
         }
         if let Some(w) = self.workers.get_mut(obs.name.as_str()) {
             let first_view = w.last.is_none();
-            w.last = Some(obs.clone());
+            w.last = Some(Arc::clone(obs));
             return Route::Worker { first_view };
         }
         if self.given_up.contains(&obs.name) {

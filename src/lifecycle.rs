@@ -19,6 +19,7 @@
 //! While its create request is in flight it never deletes and never stops: the request
 //! may still create the pod.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -81,14 +82,11 @@ pub enum DeleteAnswer {
 }
 
 /// Everything that moves a worker.
-// An input lives on the stack for one step; boxing the observation would cost an
-// allocation per watch event for nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     CreateAnswered(CreateAnswer),
-    /// The watch (or a lookup) shows the pod.
-    Observed(PodObservation),
+    /// The watch (or a lookup) shows the pod. Shared with the Supervisor's books.
+    Observed(Arc<PodObservation>),
     /// The watch (or a lookup) shows the pod is gone.
     Vanished,
     /// The lookup failed after its retries.
@@ -145,6 +143,8 @@ pub enum Action {
     Done,
     /// Give up this incarnation; supervision restarts the worker.
     Fail(String),
+    /// The pod was first seen Running: record its start-up metrics.
+    RecordStart(Box<StartRecord>),
 }
 
 /// The clocks a step reads: monotonic for timers, wall for pod timestamps.
@@ -174,7 +174,7 @@ pub struct Deadlines {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Resume {
     /// The watch's latest view of the pod (`None`: look it up).
-    pub observation: Option<PodObservation>,
+    pub observation: Option<Arc<PodObservation>>,
     /// A result an earlier incarnation reported: published again (idempotent), never
     /// decided twice.
     pub reported: Option<WorkerFinished>,
@@ -219,7 +219,7 @@ pub struct Lifecycle {
     created_at: Option<Timestamp>,
     /// When this worker began, for timeouts while `created_at` is unknown.
     started: Instant,
-    last: Option<PodObservation>,
+    last: Option<Arc<PodObservation>>,
     /// Since when the container waits on an image error.
     image_error_since: Option<Instant>,
     publish_attempts: u32,
@@ -232,8 +232,6 @@ pub struct Lifecycle {
     saw_before_running: bool,
     /// The start was recorded (at most once per incarnation).
     start_recorded: bool,
-    /// The start, until the shell takes it.
-    start: Option<StartRecord>,
     done: bool,
 }
 
@@ -258,7 +256,6 @@ impl Lifecycle {
             timer_armed: false,
             saw_before_running: false,
             start_recorded: false,
-            start: None,
             done: false,
         }
     }
@@ -359,11 +356,6 @@ impl Lifecycle {
 
     pub fn identity(&self) -> &WorkerIdentity {
         &self.identity
-    }
-
-    /// The pod's start, once, after the step that first saw it Running.
-    pub fn take_start(&mut self) -> Option<StartRecord> {
-        self.start.take()
     }
 
     /// Applies one input; returns what to do. A done worker ignores everything.
@@ -571,11 +563,11 @@ impl Lifecycle {
         }
     }
 
-    fn observe(&mut self, obs: PodObservation, clock: Clock, actions: &mut Vec<Action>) {
+    fn observe(&mut self, obs: Arc<PodObservation>, clock: Clock, actions: &mut Vec<Action>) {
         if let Some(at) = obs.created_at {
             self.created_at = Some(at);
         }
-        self.note_start(&obs, clock);
+        self.note_start(&obs, clock, actions);
         if outcome::has_image_error(&obs) {
             self.image_error_since.get_or_insert(clock.now);
         } else {
@@ -587,16 +579,16 @@ impl Lifecycle {
 
     /// Records the pod's start the first time it is seen Running after being seen (or
     /// created) before it ran.
-    fn note_start(&mut self, obs: &PodObservation, clock: Clock) {
+    fn note_start(&mut self, obs: &PodObservation, clock: Clock, actions: &mut Vec<Action>) {
         match obs.phase {
             PodPhase::Pending => self.saw_before_running = true,
             PodPhase::Running if self.saw_before_running && !self.start_recorded => {
                 self.start_recorded = true;
-                self.start = Some(StartRecord {
+                actions.push(Action::RecordStart(Box::new(StartRecord {
                     template: obs.template.clone(),
                     queue_wait: startup::queue_wait(&self.identity.event_id, clock.wall),
                     split: startup::startup_split(obs),
-                });
+                })));
             }
             _ => {}
         }
@@ -619,7 +611,7 @@ impl Lifecycle {
         let obs = self
             .last
             .clone()
-            .unwrap_or_else(|| PodObservation::pending(&self.pod_name));
+            .unwrap_or_else(|| Arc::new(PodObservation::pending(&self.pod_name)));
         // Deleted by someone else: lost, even if the kill made it Failed (exit 137),
         // unless it had already succeeded.
         let decision = if obs.deleting && !self.deleted_by_us && obs.phase != PodPhase::Succeeded {

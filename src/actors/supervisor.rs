@@ -233,6 +233,7 @@ impl Supervisor {
 
     /// A pod the watch shows: hand it to its worker, or adopt it.
     fn on_pod(&mut self, obs: PodObservation, ctx: &mut Context<Self>) {
+        let obs = Arc::new(obs);
         match self.ledger.route(&obs) {
             Route::Worker { first_view } => {
                 if first_view

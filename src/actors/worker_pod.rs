@@ -146,20 +146,7 @@ impl WorkerPodActor {
             return;
         }
         let actions = self.lifecycle.step(input, Clock::now());
-        self.record_start();
         self.perform(actions, ctx);
-    }
-
-    /// The start-up metrics, once the lifecycle first saw the pod Running.
-    fn record_start(&mut self) {
-        if let Some(start) = self.lifecycle.take_start() {
-            self.env.metrics.pod_started(
-                start.template.as_deref(),
-                start.queue_wait,
-                start.split.scheduling,
-                start.split.starting,
-            );
-        }
     }
 
     fn perform(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
@@ -224,6 +211,12 @@ impl WorkerPodActor {
                     });
                     ctx.stop();
                 }
+                Action::RecordStart(start) => self.env.metrics.pod_started(
+                    start.template.as_deref(),
+                    start.queue_wait,
+                    start.split.scheduling,
+                    start.split.starting,
+                ),
                 Action::Fail(reason) => self.fail(reason, ctx),
             }
         }
@@ -292,7 +285,7 @@ impl WorkerPodActor {
             async move { call_with_retry(&name, &task_id, "get", || pods.get_opt(&name)).await };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             let input = match res {
-                Ok(Some(pod)) => Input::Observed(outcome::observe(&pod)),
+                Ok(Some(pod)) => Input::Observed(Arc::new(outcome::observe(&pod))),
                 Ok(None) => Input::Vanished,
                 Err(e) => Input::LookupFailed(e.to_string()),
             };
@@ -354,7 +347,6 @@ impl Actor for WorkerPodActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let initial = std::mem::take(&mut self.initial);
-        self.record_start();
         self.perform(initial, ctx);
     }
 

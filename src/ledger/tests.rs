@@ -62,6 +62,11 @@ fn spawn_all(books: &mut Books, event: &ScaleEvent) -> Vec<String> {
         .collect()
 }
 
+/// Routes a copy of `obs`, shared as the Supervisor shares it.
+fn route(books: &mut Books, obs: &PodObservation) -> Route {
+    books.route(&Arc::new(obs.clone()))
+}
+
 fn observation(name: &str, phase: PodPhase) -> PodObservation {
     PodObservation {
         phase,
@@ -170,7 +175,7 @@ fn a_scale_down_cancels_queued_workers_first_and_they_are_never_created() {
     let running = start(&mut books, up("1-0", "t", 2), "first");
     for p in &running {
         books.settle(p);
-        books.route(&observation(p, PodPhase::Running));
+        route(&mut books, &observation(p, PodPhase::Running));
     }
     assert!(matches!(
         books.admit(up("2-0", "t", 3), "queued"),
@@ -231,9 +236,9 @@ fn a_scale_down_of_every_queued_worker_takes_the_event_out_of_the_queue() {
 fn a_scale_down_picks_pending_before_running_and_skips_reported_ones() {
     let mut books = synced(10);
     let pods = start(&mut books, up("1-0", "t", 3), "a");
-    books.route(&observation(&pods[0], PodPhase::Running));
-    books.route(&observation(&pods[1], PodPhase::Pending));
-    books.route(&observation(&pods[2], PodPhase::Running));
+    route(&mut books, &observation(&pods[0], PodPhase::Running));
+    route(&mut books, &observation(&pods[1], PodPhase::Pending));
+    route(&mut books, &observation(&pods[2], PodPhase::Running));
     let done = WorkerFinished {
         task_id: "t".into(),
         event_id: "1-0".into(),
@@ -333,9 +338,9 @@ fn a_failing_worker_is_restarted_then_reported_failed_then_given_up_and_never_re
     seen.task_id = Some("t".into());
     seen.worker_index = Some(0);
     seen.event_id = Some("1-0".into());
-    assert!(matches!(books.route(&seen), Route::Ignore(_)));
+    assert!(matches!(route(&mut books, &seen), Route::Ignore(_)));
     books.pod_deleted(pod);
-    assert!(matches!(books.route(&seen), Route::Adopt(_)));
+    assert!(matches!(route(&mut books, &seen), Route::Adopt(_)));
 }
 
 #[test]
@@ -352,28 +357,31 @@ fn pods_are_routed_to_their_worker_or_adopted() {
     let mut books = synced(10);
     let pods = start(&mut books, up("1-0", "t", 1), "a");
     assert_eq!(
-        books.route(&observation(&pods[0], PodPhase::Pending)),
+        route(&mut books, &observation(&pods[0], PodPhase::Pending)),
         Route::Worker { first_view: true }
     );
     assert_eq!(
-        books.route(&observation(&pods[0], PodPhase::Running)),
+        route(&mut books, &observation(&pods[0], PodPhase::Running)),
         Route::Worker { first_view: false }
     );
     let stranger = crate::pods::pod_name("u", "5-0", 1);
     let mut obs = observation(&stranger, PodPhase::Running);
-    assert!(matches!(books.route(&obs), Route::Ignore(_)), "no labels");
+    assert!(
+        matches!(route(&mut books, &obs), Route::Ignore(_)),
+        "no labels"
+    );
     obs.task_id = Some("u".into());
     obs.worker_index = Some(1);
     obs.event_id = Some("5-0".into());
-    assert!(matches!(books.route(&obs), Route::Adopt(ref id) if id.pod_name() == stranger));
+    assert!(matches!(route(&mut books, &obs), Route::Adopt(ref id) if id.pod_name() == stranger));
     obs.worker_index = Some(2);
     assert!(
-        matches!(books.route(&obs), Route::Ignore(_)),
+        matches!(route(&mut books, &obs), Route::Ignore(_)),
         "name and labels disagree"
     );
     obs.worker_index = Some(1);
     obs.deleting = true;
-    assert!(matches!(books.route(&obs), Route::Ignore(_)));
+    assert!(matches!(route(&mut books, &obs), Route::Ignore(_)));
 }
 
 #[test]
@@ -383,7 +391,7 @@ fn a_relist_names_settled_workers_it_did_not_show() {
     books.settle(&pods[0]);
     books.settle(&pods[1]);
     books.relisting();
-    books.route(&observation(&pods[0], PodPhase::Running));
+    route(&mut books, &observation(&pods[0], PodPhase::Running));
     assert_eq!(
         books.list_done(),
         vec![pods[1].clone()],

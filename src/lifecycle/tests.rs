@@ -103,12 +103,11 @@ fn finish_cleanly(w: &mut Lifecycle, c: &Clocks) {
 fn a_succeeded_pod_is_reported_then_deleted_once_acknowledged() {
     let c = Clocks::new();
     let mut w = created(&c);
-    assert_eq!(
-        w.step(Input::Observed(obs(PodPhase::Running)), c.at(1)),
-        vec![Action::CancelTimer]
-    );
+    let actions = w.step(Input::Observed(obs(PodPhase::Running).into()), c.at(1));
+    assert!(start_of(&actions).is_some(), "{actions:?}");
+    assert_eq!(actions.last(), Some(&Action::CancelTimer));
     let actions = w.step(
-        Input::Observed(terminated(PodPhase::Succeeded, 0, "Completed")),
+        Input::Observed(terminated(PodPhase::Succeeded, 0, "Completed").into()),
         c.at(5),
     );
     let result = published(&actions).expect("published");
@@ -124,7 +123,7 @@ fn a_failed_pod_reports_exit_code_and_reason() {
     let c = Clocks::new();
     let mut w = created(&c);
     let actions = w.step(
-        Input::Observed(terminated(PodPhase::Failed, 3, "Error")),
+        Input::Observed(terminated(PodPhase::Failed, 3, "Error").into()),
         c.at(2),
     );
     let result = published(&actions).expect("published");
@@ -187,7 +186,7 @@ fn an_image_error_is_timed_out_after_the_grace() {
         waiting_reason: Some("ImagePullBackOff".into()),
         ..obs(PodPhase::Pending)
     };
-    let actions = w.step(Input::Observed(pulling.clone()), c.at(1));
+    let actions = w.step(Input::Observed(pulling.clone().into()), c.at(1));
     assert_eq!(
         actions,
         vec![Action::ArmTimer(
@@ -213,7 +212,7 @@ fn deadline_exceeded_is_timed_out() {
         pod_reason: Some("DeadlineExceeded".into()),
         ..obs(PodPhase::Failed)
     };
-    let result = published(&w.step(Input::Observed(over), c.at(3600))).expect("published");
+    let result = published(&w.step(Input::Observed(over.into()), c.at(3600))).expect("published");
     assert_eq!(result.outcome, Outcome::TimedOut);
     assert_eq!(result.reason.as_deref(), Some("DeadlineExceeded"));
 }
@@ -222,7 +221,7 @@ fn deadline_exceeded_is_timed_out() {
 fn a_pod_that_vanishes_is_lost_and_the_worker_ends_once_reported() {
     let c = Clocks::new();
     let mut w = created(&c);
-    w.step(Input::Observed(obs(PodPhase::Running)), c.at(1));
+    w.step(Input::Observed(obs(PodPhase::Running).into()), c.at(1));
     let actions = w.step(Input::Vanished, c.at(2));
     let result = published(&actions).expect("published");
     assert_eq!(result.outcome, Outcome::Lost);
@@ -244,7 +243,7 @@ fn a_pod_deleted_by_someone_else_is_lost_even_if_the_kill_failed_it() {
         deleting: true,
         ..terminated(PodPhase::Failed, 137, "Error")
     };
-    let result = published(&w.step(Input::Observed(killed), c.at(4))).expect("published");
+    let result = published(&w.step(Input::Observed(killed.into()), c.at(4))).expect("published");
     assert_eq!(
         (result.outcome, result.exit_code),
         (Outcome::Lost, Some(137))
@@ -255,7 +254,7 @@ fn a_pod_deleted_by_someone_else_is_lost_even_if_the_kill_failed_it() {
 fn cancel_of_a_running_worker_reports_cancelled_deletes_and_answers_when_accepted() {
     let c = Clocks::new();
     let mut w = created(&c);
-    w.step(Input::Observed(obs(PodPhase::Running)), c.at(1));
+    w.step(Input::Observed(obs(PodPhase::Running).into()), c.at(1));
     let result = published(&w.step(Input::Cancel, c.at(2))).expect("published");
     assert_eq!(result.outcome, Outcome::Cancelled);
     // Deleted only once the result is durable; a scale_down is its own acknowledgement.
@@ -273,7 +272,7 @@ fn cancel_of_a_running_worker_reports_cancelled_deletes_and_answers_when_accepte
         ..terminated(PodPhase::Failed, 137, "Error")
     };
     assert_eq!(
-        w.step(Input::Observed(killed), c.at(3)),
+        w.step(Input::Observed(killed.into()), c.at(3)),
         vec![Action::AnswerCancels(Ok(()))]
     );
     assert_eq!(
@@ -348,7 +347,7 @@ fn a_worker_cancelled_before_creation_publishes_and_settles_without_a_pod() {
 fn the_watch_seeing_the_pod_before_the_create_answer_settles_it_once() {
     let c = Clocks::new();
     let (mut w, _) = Lifecycle::create(identity(), DEADLINES, c.wall, c.at(0));
-    let actions = w.step(Input::Observed(obs(PodPhase::Pending)), c.at(0));
+    let actions = w.step(Input::Observed(obs(PodPhase::Pending).into()), c.at(0));
     assert_eq!(actions[0], Action::Settled(Ok(())));
     // The late 201 changes nothing.
     assert_eq!(
@@ -410,8 +409,8 @@ fn exceeded_quota_waits_and_retries_then_times_out_with_the_quota_message() {
 fn a_failed_publication_is_retried_with_growing_backoff() {
     let c = Clocks::new();
     let mut w = created(&c);
-    let result =
-        published(&w.step(Input::Observed(obs(PodPhase::Succeeded)), c.at(1))).expect("published");
+    let result = published(&w.step(Input::Observed(obs(PodPhase::Succeeded).into()), c.at(1)))
+        .expect("published");
     assert_eq!(
         w.step(Input::PublishAnswered(Err("down".into())), c.at(1)),
         vec![Action::PublishAfter { attempt: 0 }]
@@ -444,7 +443,7 @@ fn resync_looks_the_pod_up_and_a_failed_lookup_fails_the_incarnation() {
 fn a_vanish_during_our_delete_waits_for_the_delete_answer() {
     let c = Clocks::new();
     let mut w = created(&c);
-    w.step(Input::Observed(obs(PodPhase::Succeeded)), c.at(1));
+    w.step(Input::Observed(obs(PodPhase::Succeeded).into()), c.at(1));
     w.step(Input::DeleteAllowed, c.at(1));
     assert_eq!(
         w.step(Input::PublishAnswered(Ok(())), c.at(1)),
@@ -481,7 +480,7 @@ fn a_failed_delete_fails_the_incarnation_and_answers_scale_downs() {
 fn a_pod_not_gone_after_the_watchdog_is_deleted_again() {
     let c = Clocks::new();
     let mut w = created(&c);
-    w.step(Input::Observed(obs(PodPhase::Succeeded)), c.at(1));
+    w.step(Input::Observed(obs(PodPhase::Succeeded).into()), c.at(1));
     w.step(Input::DeleteAllowed, c.at(1));
     w.step(Input::PublishAnswered(Ok(())), c.at(1));
     w.step(Input::DeleteAnswered(DeleteAnswer::Accepted), c.at(1));
@@ -510,7 +509,7 @@ fn a_resumed_worker_republishes_its_earlier_result_and_never_decides_again() {
         finished_at: c.wall.to_string(),
     };
     let resume = Resume {
-        observation: Some(terminated(PodPhase::Succeeded, 0, "Completed")),
+        observation: Some(terminated(PodPhase::Succeeded, 0, "Completed").into()),
         reported: Some(earlier.clone()),
         settled: true,
         delete_allowed: true,
@@ -535,7 +534,7 @@ fn an_adopted_pod_without_a_view_is_looked_up_and_settles_when_seen() {
     let c = Clocks::new();
     let (mut w, actions) = Lifecycle::resume(identity(), DEADLINES, Resume::default(), c.at(0));
     assert_eq!(actions, vec![Action::Lookup]);
-    let actions = w.step(Input::Observed(obs(PodPhase::Running)), c.at(1));
+    let actions = w.step(Input::Observed(obs(PodPhase::Running).into()), c.at(1));
     assert_eq!(actions, vec![Action::Settled(Ok(()))]);
 }
 
@@ -547,7 +546,7 @@ fn a_resumed_cancelled_worker_whose_pod_is_being_deleted_waits_for_it_to_go() {
         ..obs(PodPhase::Running)
     };
     let resume = Resume {
-        observation: Some(deleting),
+        observation: Some(deleting.into()),
         cancelled: true,
         settled: true,
         ..Resume::default()
@@ -569,7 +568,7 @@ fn a_resumed_cancelled_worker_whose_pod_is_being_deleted_waits_for_it_to_go() {
 fn a_done_worker_ignores_everything() {
     let c = Clocks::new();
     let mut w = created(&c);
-    w.step(Input::Observed(obs(PodPhase::Succeeded)), c.at(1));
+    w.step(Input::Observed(obs(PodPhase::Succeeded).into()), c.at(1));
     finish_cleanly(&mut w, &c);
     for input in [
         Input::Cancel,
@@ -577,10 +576,18 @@ fn a_done_worker_ignores_everything() {
         Input::Tick,
         Input::DeleteAllowed,
         Input::Vanished,
-        Input::Observed(obs(PodPhase::Running)),
+        Input::Observed(obs(PodPhase::Running).into()),
     ] {
         assert_eq!(w.step(input, c.at(20)), vec![]);
     }
+}
+
+/// The start record among `actions`, if any.
+fn start_of(actions: &[Action]) -> Option<StartRecord> {
+    actions.iter().find_map(|a| match a {
+        Action::RecordStart(start) => Some((**start).clone()),
+        _ => None,
+    })
 }
 
 /// A worker of an event added (XADD) at the test's second 0.
@@ -598,8 +605,8 @@ fn created_for_event_at_start(c: &Clocks) -> Lifecycle {
 fn the_first_running_view_records_the_start_once() {
     let c = Clocks::new();
     let mut w = created_for_event_at_start(&c);
-    w.step(Input::Observed(obs(PodPhase::Pending)), c.at(1));
-    assert_eq!(w.take_start(), None, "not running yet");
+    let actions = w.step(Input::Observed(obs(PodPhase::Pending).into()), c.at(1));
+    assert_eq!(start_of(&actions), None, "not running yet");
     let running = PodObservation {
         created_at: Some(c.wall),
         scheduled_at: Some(c.wall + jiff::SignedDuration::from_secs(1)),
@@ -607,9 +614,9 @@ fn the_first_running_view_records_the_start_once() {
         template: Some("gpu".into()),
         ..obs(PodPhase::Running)
     };
-    w.step(Input::Observed(running.clone()), c.at(4));
+    let actions = w.step(Input::Observed(running.clone().into()), c.at(4));
     assert_eq!(
-        w.take_start(),
+        start_of(&actions),
         Some(StartRecord {
             template: Some("gpu".into()),
             queue_wait: Some(Duration::from_secs(4)),
@@ -620,39 +627,39 @@ fn the_first_running_view_records_the_start_once() {
         })
     );
     // Later views, a resync's lookup, even a Pending flap: never a second record.
-    w.step(Input::Observed(running.clone()), c.at(5));
-    w.step(Input::Observed(obs(PodPhase::Pending)), c.at(6));
-    w.step(Input::Observed(running), c.at(7));
-    assert_eq!(w.take_start(), None);
+    let mut later = w.step(Input::Observed(running.clone().into()), c.at(5));
+    later.extend(w.step(Input::Observed(obs(PodPhase::Pending).into()), c.at(6)));
+    later.extend(w.step(Input::Observed(running.into()), c.at(7)));
+    assert_eq!(start_of(&later), None);
 }
 
 #[test]
 fn a_pod_running_when_taken_over_is_not_recorded_but_one_seen_pending_is() {
     let c = Clocks::new();
-    let (mut w, _) = Lifecycle::resume(
+    let (mut w, actions) = Lifecycle::resume(
         identity(),
         DEADLINES,
         Resume {
-            observation: Some(obs(PodPhase::Running)),
+            observation: Some(obs(PodPhase::Running).into()),
             ..Resume::default()
         },
         c.at(0),
     );
-    assert_eq!(w.take_start(), None);
-    w.step(Input::Observed(obs(PodPhase::Running)), c.at(1));
-    assert_eq!(w.take_start(), None);
+    assert_eq!(start_of(&actions), None);
+    let actions = w.step(Input::Observed(obs(PodPhase::Running).into()), c.at(1));
+    assert_eq!(start_of(&actions), None);
 
     let (mut w, _) = Lifecycle::resume(
         identity(),
         DEADLINES,
         Resume {
-            observation: Some(obs(PodPhase::Pending)),
+            observation: Some(obs(PodPhase::Pending).into()),
             ..Resume::default()
         },
         c.at(0),
     );
-    w.step(Input::Observed(obs(PodPhase::Running)), c.at(2));
-    let start = w.take_start().expect("recorded");
+    let actions = w.step(Input::Observed(obs(PodPhase::Running).into()), c.at(2));
+    let start = start_of(&actions).expect("recorded");
     // Entry id `1-0`: added at the epoch's first millisecond, long ago.
     assert!(
         start

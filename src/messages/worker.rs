@@ -2,13 +2,16 @@
 
 use actix::Message;
 
+use std::sync::Arc;
+
 use super::PodObservation;
 
-/// The shared watch saw the worker's pod change (`Some`) or disappear (`None`).
+/// The shared watch saw the worker's pod change (`Some`) or disappear (`None`). The
+/// observation is shared with the Supervisor's books: one copy per worker, not two.
 #[derive(Debug, Clone, PartialEq, Message)]
 #[rtype(result = "()")]
 pub struct PodUpdate {
-    pub observation: Option<PodObservation>,
+    pub observation: Option<Arc<PodObservation>>,
 }
 
 /// The watch had a gap and re-listed without this pod: confirm with a GET whether it is
