@@ -14,6 +14,42 @@ pub fn write(
     token: &str,
     namespace: &str,
 ) -> Result<()> {
+    let user = format!("    token: {token:?}\n");
+    write_config(
+        path,
+        server,
+        ca_cert,
+        &user,
+        &format!("    namespace: {namespace:?}\n"),
+    )
+}
+
+/// Writes a kubeconfig for `server` that trusts the CA file `ca_cert` and
+/// authenticates with a client certificate (for kube-scheduler and
+/// kube-controller-manager).
+pub fn write_client_cert(
+    path: &Path,
+    server: &str,
+    ca_cert: &Path,
+    (cert, key): (&Path, &Path),
+) -> Result<()> {
+    let user = format!(
+        "    client-certificate: {cert:?}\n    client-key: {key:?}\n",
+        cert = cert.display().to_string(),
+        key = key.display().to_string(),
+    );
+    write_config(path, server, ca_cert, &user, "")
+}
+
+/// The one-cluster, one-user, one-context kubeconfig (all named `testenv`); `user` and
+/// `context_extra` are indented YAML lines for the user and the context.
+fn write_config(
+    path: &Path,
+    server: &str,
+    ca_cert: &Path,
+    user: &str,
+    context_extra: &str,
+) -> Result<()> {
     // Plain formatting keeps serde_yaml out of the crate; every value is ours and
     // quoted, so nothing needs escaping beyond what `{:?}` does.
     let yaml = format!(
@@ -27,52 +63,14 @@ clusters:
 users:
 - name: testenv
   user:
-    token: {token:?}
-contexts:
+{user}contexts:
 - name: testenv
   context:
     cluster: testenv
     user: testenv
-    namespace: {namespace:?}
-current-context: testenv
+{context_extra}current-context: testenv
 ",
         ca = ca_cert.display().to_string(),
-    );
-    std::fs::write(path, yaml).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Writes a kubeconfig for `server` that trusts the CA file `ca_cert` and
-/// authenticates with a client certificate (for kube-scheduler and
-/// kube-controller-manager).
-pub fn write_client_cert(
-    path: &Path,
-    server: &str,
-    ca_cert: &Path,
-    (cert, key): (&Path, &Path),
-) -> Result<()> {
-    let yaml = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: testenv
-  cluster:
-    server: {server:?}
-    certificate-authority: {ca:?}
-users:
-- name: testenv
-  user:
-    client-certificate: {cert:?}
-    client-key: {key:?}
-contexts:
-- name: testenv
-  context:
-    cluster: testenv
-    user: testenv
-current-context: testenv
-",
-        ca = ca_cert.display().to_string(),
-        cert = cert.display().to_string(),
-        key = key.display().to_string(),
     );
     std::fs::write(path, yaml).with_context(|| format!("cannot write {}", path.display()))
 }
