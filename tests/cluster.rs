@@ -13,7 +13,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 use ::ottoscaler::messages::Outcome;
-use ::ottoscaler::settings::{ResourceSettings, TemplateSettings};
+use ::ottoscaler::settings::{ResourceSettings, Settings, TemplateSettings};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -25,6 +25,32 @@ fn pod_scheduled(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition>
         .as_ref()?
         .iter()
         .find(|c| c.type_ == "PodScheduled")
+}
+
+/// A kubesim node of its own with `label`, once the scheduler may use it.
+async fn own_node(label: (&str, &str)) -> String {
+    let env = testenv::shared();
+    let node = env.kubesim().add_node(&[label]).await.expect("add a node");
+    testenv::wait_nodes_schedulable(&env.client(), std::slice::from_ref(&node), WAIT)
+        .await
+        .expect("the new node becomes schedulable");
+    node
+}
+
+/// Adds template `name` to `settings`: pods of `pod_spec` (YAML, written to a file of
+/// the test's own) that run for an hour.
+fn long_template_with_spec(settings: &mut Settings, name: &str, pod_spec: &str) {
+    let dir = common::ottoscaler::temp_dir(&format!("cluster-{name}"));
+    let spec_path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&spec_path, pod_spec).expect("write the pod spec");
+    settings.templates.insert(
+        name.into(),
+        TemplateSettings {
+            annotations: BTreeMap::from([(RUN_SECONDS.to_string(), "3600".to_string())]),
+            pod_spec_file: Some(spec_path.display().to_string()),
+            ..TemplateSettings::builtin_default()
+        },
+    );
 }
 
 #[actix_rt::test]
@@ -95,32 +121,15 @@ async fn workers_on_a_node_that_fails_are_evicted_and_end_lost() {
     let client = env.client();
     // A node of its own, and a template that puts the workers there only.
     let value = format!("v{:08x}", rand::random::<u32>());
-    let node = env
-        .kubesim()
-        .add_node(&[("ottoscaler.test/failure", &value)])
-        .await
-        .expect("add a node");
-    testenv::wait_nodes_schedulable(&client, std::slice::from_ref(&node), WAIT)
-        .await
-        .expect("the new node becomes schedulable");
-    let dir = common::ottoscaler::temp_dir("cluster-node-failure");
-    let spec_path = dir.join("pinned.yaml");
-    std::fs::write(
-        &spec_path,
-        format!(
+    let node = own_node(("ottoscaler.test/failure", &value)).await;
+    let mut settings = test_settings();
+    long_template_with_spec(
+        &mut settings,
+        "pinned",
+        &format!(
             "containers:\n- name: agent\n  image: busybox:latest\n\
              nodeSelector:\n  ottoscaler.test/failure: {value}\n"
         ),
-    )
-    .expect("write the pod spec");
-    let mut settings = test_settings();
-    settings.templates.insert(
-        "pinned".into(),
-        TemplateSettings {
-            annotations: BTreeMap::from([(RUN_SECONDS.to_string(), "3600".to_string())]),
-            pod_spec_file: Some(spec_path.display().to_string()),
-            ..TemplateSettings::builtin_default()
-        },
     );
     let h = Harness::start("cluster-node-failure", &settings).await;
     h.send(scale_up("1-0", "pinned", 3, "pinned"))
@@ -198,14 +207,7 @@ async fn a_template_with_a_toleration_and_a_node_selector_lands_only_on_its_node
     let client = env.client();
     // A dedicated node: labelled, and tainted so that nothing else goes there.
     let value = format!("d{:08x}", rand::random::<u32>());
-    let node = env
-        .kubesim()
-        .add_node(&[("ottoscaler.test/pool", &value)])
-        .await
-        .expect("add a node");
-    testenv::wait_nodes_schedulable(&client, std::slice::from_ref(&node), WAIT)
-        .await
-        .expect("the new node becomes schedulable");
+    let node = own_node(("ottoscaler.test/pool", &value)).await;
     let nodes: Api<Node> = Api::all(client.clone());
     let taint = serde_json::json!({"spec": {"taints": [
         {"key": "ottoscaler.test/dedicated", "value": value, "effect": "NoSchedule"}
@@ -215,26 +217,16 @@ async fn a_template_with_a_toleration_and_a_node_selector_lands_only_on_its_node
         .await
         .expect("taint the node");
 
-    let dir = common::ottoscaler::temp_dir("cluster-dedicated");
-    let spec_path = dir.join("dedicated.yaml");
-    std::fs::write(
-        &spec_path,
-        format!(
+    let mut settings = test_settings();
+    long_template_with_spec(
+        &mut settings,
+        "dedicated",
+        &format!(
             "containers:\n- name: agent\n  image: busybox:latest\n\
              nodeSelector:\n  ottoscaler.test/pool: {value}\n\
              tolerations:\n- key: ottoscaler.test/dedicated\n  operator: Equal\n  \
              value: {value}\n  effect: NoSchedule\n"
         ),
-    )
-    .expect("write the pod spec");
-    let mut settings = test_settings();
-    settings.templates.insert(
-        "dedicated".into(),
-        TemplateSettings {
-            annotations: BTreeMap::from([(RUN_SECONDS.to_string(), "3600".to_string())]),
-            pod_spec_file: Some(spec_path.display().to_string()),
-            ..TemplateSettings::builtin_default()
-        },
     );
     let h = Harness::start("cluster-dedicated", &settings).await;
     let dedicated = h
