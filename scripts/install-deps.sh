@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ottoscaler's tests, demo and benchmarks need:
 # redis-server and redis-cli (the real Redis the tests run), the benchmark plot's font,
-# bubblewrap (the sandbox of make check-image), and the Go toolchain check for building
+# python3 and bubblewrap (make check-image), and the Go toolchain check for building
 # the test control plane. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -11,7 +11,8 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v openssl >/dev/null || need+=(openssl)
 command -v make >/dev/null || need+=(make)
 command -v cc >/dev/null || need+=(gcc)
-# The sandbox of scripts/check-dockerfile.py (make check-image).
+# scripts/check-dockerfile.py (make check-image) and its sandbox.
+command -v python3 >/dev/null || need+=(python3)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 # The benchmark plot's font (read at run time; without it only the plot is skipped).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
