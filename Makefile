@@ -5,7 +5,7 @@ NAMESPACE ?= ottoscaler
 EVENT_TASK ?= task-123
 EVENT_PODS ?= 3
 
-.PHONY: help deps controlplane build run test chaos bench test-event fmt lint deploy logs demo up clean check-image
+.PHONY: help deps controlplane tools build run test chaos bench test-event fmt lint deploy logs demo up clean check-image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ deps: ## install the Debian packages the tests need (redis-server, redis-cli)
 
 controlplane: ## build the test control plane (etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kubectl) from Go modules
 	testenv/controlplane/build.sh
+
+tools: ## build the test tools (helm, promtool, kube-score; the Prometheus Operator's CRDs) from Go modules
+	testenv/tools/build.sh
 
 build: ## build the release binary
 	$(CARGO) build --release --bin ottoscaler
@@ -26,7 +29,7 @@ check-image: ## run the Dockerfile's build stage in a sandbox (no Docker engine 
 run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
 	$(CARGO) run --bin ottoscaler -- run
 
-test: deps controlplane ## run every test (unit, actor, Redis, end-to-end) against real components
+test: deps controlplane tools ## run every test (unit, actor, Redis, end-to-end, chart, monitoring) against real components
 	$(CARGO) test --workspace --all-targets --locked --no-fail-fast
 
 bench: deps controlplane ## benchmarks B1-B6 against the release binary (<= 10 min); writes target/bench/results.json and docs/benchmarks.md
@@ -58,5 +61,5 @@ logs: ## follow the deployed ottoscaler's logs
 demo: deps controlplane ## everything on loopback: Redis, control plane, kubesim, ottoscaler, sample events
 	scripts/demo.sh
 
-clean: ## remove build outputs (the cached control plane stays in ~/.cache/ottoscaler)
+clean: ## remove build outputs (the cached control plane and tools stay in ~/.cache/ottoscaler)
 	$(CARGO) clean

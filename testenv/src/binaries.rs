@@ -51,18 +51,25 @@ fn locate() -> Result<PathBuf> {
 }
 
 /// Runs build.sh with its progress on our stderr and returns its last stdout line.
-///
-/// Serialised across processes with a file lock: test binaries of the workspace may
-/// start in parallel and two concurrent `go build`s into the same cache would clash.
 fn run_build_script() -> Result<PathBuf> {
-    let script = build_script();
-    let lock_path = std::env::temp_dir().join("ottoscaler-testenv-build.lock");
+    run_cached_build(&build_script(), "ottoscaler-testenv-build.lock")
+}
+
+/// Runs the build script `script` (one of the repository's cached Go builds) with its
+/// progress on our stderr and returns its last stdout line: the directory it built
+/// into.
+///
+/// Serialised across processes with the file lock `lock_name` in the temp dir: test
+/// binaries of the workspace may start in parallel and two concurrent `go build`s into
+/// the same cache would clash.
+pub(crate) fn run_cached_build(script: &Path, lock_name: &str) -> Result<PathBuf> {
+    let lock_path = std::env::temp_dir().join(lock_name);
     let lock = File::create(&lock_path)
         .with_context(|| format!("cannot create {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let output = Command::new("bash")
-        .arg(&script)
+        .arg(script)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

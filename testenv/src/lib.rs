@@ -32,6 +32,7 @@ mod pods;
 mod ports;
 pub mod process;
 mod redis;
+pub mod tools;
 mod workdir;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions};
