@@ -1,18 +1,24 @@
 //! The deployment files, checked against the real thing:
 //! - every manifest in `manifests/` (and `manifests/dev`) passes the API server's own
 //!   validation (`kubectl apply --dry-run=server --validate=strict`);
+//! - ottoscaler's namespace and the worker namespace are apart, and their Pod Security
+//!   Admission labels admit ottoscaler's pod (`restricted`) and refuse a privileged
+//!   worker (`baseline`);
 //! - the ConfigMap's `ottoscaler.toml` (base/ottoscaler.toml, through kustomize's
 //!   configMapGenerator) loads and validates with the product's settings loader, is
 //!   accepted by `check-config`, and sits where the Deployment says it does;
-//! - the Role is enough for the compiled binary to run a scale_up under the
-//!   ServiceAccount's own token, and refuses everything else;
+//! - the Role is enough for the compiled binary to run a scale_up in the worker
+//!   namespace under the ServiceAccount's own token, and refuses everything else, pods
+//!   in ottoscaler's own namespace included;
 //! - `ottoscaler check-config` redacts secrets and names a bad key;
 //! - the shipped binary does not depend on the `testenv` crate.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -28,95 +34,22 @@ use serde_json::Value;
 use testenv::RedisServer;
 use testenv::process::ManagedChild;
 
-/// The namespace the manifests install into.
+use common::tools::{kubectl, repo_path, run_with_timeout, yaml_documents};
+
+/// The namespace the manifests install ottoscaler into.
 const NAMESPACE: &str = "ottoscaler";
+/// The namespace of the worker pods (the Role's).
+const WORKERS: &str = "ottoscaler-workers";
 const EVENTS: &str = "otto:scale:events";
 const RESULTS: &str = "otto:scale:results";
-/// A kubectl call against the loopback API server answers in about a second; this is
-/// generous for a loaded 2-core machine.
-const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// `check-config` reads a file and the environment.
 const CHECK_CONFIG_TIMEOUT: Duration = Duration::from_secs(20);
 /// `cargo tree` only reads manifests and the lock file.
 const CARGO_TREE_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
 fn read_repo_file(relative: &str) -> String {
     let path = repo_path(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// What a finished child process left behind.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `cmd` to its end, killing it (and failing the test) after `timeout`.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Finished {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    // Readers on their own threads, so a chatty child never blocks on a full pipe.
-    let read_all = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = read_all(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = read_all(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{what} did not finish within {timeout:?}");
-            }
-            Err(e) => panic!("waiting for {what}: {e}"),
-        }
-    };
-    Finished {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-/// `kubectl --kubeconfig <admin> ARGS...` with the control plane's own kubectl.
-fn kubectl(args: &[&str]) -> Finished {
-    let env = testenv::shared();
-    let mut cmd = Command::new(env.binaries_dir().join("kubectl"));
-    cmd.arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(args)
-        .env_remove("KUBECONFIG");
-    run_with_timeout(cmd, KUBECTL_TIMEOUT)
 }
 
 /// The `ottoscaler` binary with nothing from this process' environment but `PATH` and
@@ -157,6 +90,7 @@ async fn assert_server_dry_run_accepts(dir: &str, expected: &[&str]) {
     let env = testenv::shared();
     // Namespaced objects are only validated when their namespace exists.
     ensure_namespace(env.client(), NAMESPACE).await;
+    ensure_namespace(env.client(), WORKERS).await;
     let path = repo_path(dir);
     let path = path.to_str().expect("repository path is UTF-8");
     let out = kubectl(&[
@@ -196,8 +130,10 @@ async fn assert_server_dry_run_accepts(dir: &str, expected: &[&str]) {
     assert_eq!(deployment.stdout.trim(), "", "a dry run created objects");
 }
 
-const BASE_OBJECTS: [&str; 7] = [
+const BASE_OBJECTS: [&str; 9] = [
     "namespace/ottoscaler",
+    "namespace/ottoscaler-workers",
+    "networkpolicy.networking.k8s.io/ottoscaler",
     "serviceaccount/ottoscaler",
     "role.rbac.authorization.k8s.io/ottoscaler",
     "rolebinding.rbac.authorization.k8s.io/ottoscaler",
@@ -219,19 +155,12 @@ async fn the_dev_manifests_add_a_redis_and_pass_the_api_servers_validation() {
 }
 
 /// The YAML documents of a manifest file, as JSON values.
-fn yaml_documents(relative: &str) -> Vec<Value> {
-    let text = read_repo_file(relative);
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| {
-            <Value as serde::Deserialize>::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{relative} is not valid YAML: {e}"))
-        })
-        .filter(|doc| !doc.is_null())
-        .collect()
+fn file_documents(relative: &str) -> Vec<Value> {
+    yaml_documents(&read_repo_file(relative))
 }
 
 fn single_document(relative: &str) -> Value {
-    let mut docs = yaml_documents(relative);
+    let mut docs = file_documents(relative);
     assert_eq!(docs.len(), 1, "{relative} holds one object");
     docs.remove(0)
 }
@@ -290,7 +219,10 @@ fn the_generated_config_file_loads_and_validates_with_the_settings_loader() {
         std::iter::empty::<(String, String)>(),
     )
     .unwrap_or_else(|e| panic!("{path} does not load: {e}"));
-    assert_eq!(settings.kubernetes.namespace, "", "the pod's own namespace");
+    assert_eq!(
+        settings.kubernetes.namespace, WORKERS,
+        "the worker namespace, not ottoscaler's own"
+    );
     assert_eq!(settings.http.addr.to_string(), "0.0.0.0:8080");
     assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
     assert!(settings.templates.contains_key("default"));
@@ -324,8 +256,8 @@ fn the_configmaps_config_file_is_valid_and_mounted_where_the_deployment_points()
     };
     assert_eq!(
         get("kubernetes", "namespace").as_str(),
-        Some(""),
-        "the pod's own namespace"
+        Some(WORKERS),
+        "the worker namespace"
     );
     assert_eq!(get("http", "addr").as_str(), Some("0.0.0.0:8080"));
     let shutdown = effective
@@ -394,17 +326,7 @@ fn the_configmaps_config_file_is_valid_and_mounted_where_the_deployment_points()
 
 /// `kubectl kustomize <dir>`: the rendered objects.
 fn kustomize(dir: &Path) -> Vec<Value> {
-    let path = dir.to_str().expect("path is UTF-8");
-    let out = kubectl(&["kustomize", path]);
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {path}: {}",
-        out.describe()
-    );
-    serde_yaml_ng::Deserializer::from_str(&out.stdout)
-        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).expect("rendered YAML"))
-        .filter(|doc| !doc.is_null())
-        .collect()
+    yaml_documents(&common::tools::kustomize(dir))
 }
 
 /// The rendered ConfigMap's name and the name the Deployment's config volume refers to.
@@ -477,18 +399,59 @@ fn temp_dir(label: &str) -> PathBuf {
     dir
 }
 
-/// A manifest file with every `namespace: ottoscaler` moved to `namespace`; asserts
-/// that `expected` were found, so a changed manifest cannot silently apply elsewhere.
-fn in_namespace(relative: &str, namespace: &str, expected: usize) -> String {
-    let text = read_repo_file(relative);
-    let from = format!("namespace: {NAMESPACE}\n");
-    assert_eq!(
-        text.matches(&from).count(),
-        expected,
-        "`{}` in {relative}",
-        from.trim()
-    );
-    text.replace(&from, &format!("namespace: {namespace}\n"))
+/// A manifest file with its namespaces moved: every `namespace: ottoscaler-workers` to
+/// `workers` and every `namespace: ottoscaler` to `own`; asserts how many of each were
+/// found, so a changed manifest cannot silently apply elsewhere.
+fn in_namespaces(
+    relative: &str,
+    (own, own_count): (&str, usize),
+    (workers, workers_count): (&str, usize),
+) -> String {
+    let mut text = read_repo_file(relative);
+    for (from, to, expected) in [
+        (WORKERS, workers, workers_count),
+        (NAMESPACE, own, own_count),
+    ] {
+        let from = format!("namespace: {from}\n");
+        assert_eq!(
+            text.matches(&from).count(),
+            expected,
+            "`{}` in {relative}",
+            from.trim()
+        );
+        text = text.replace(&from, &format!("namespace: {to}\n"));
+    }
+    text
+}
+
+/// The Pod Security Admission labels of Namespace `name` in base/namespace.yaml.
+fn pod_security_labels(name: &str) -> BTreeMap<String, String> {
+    let namespace = file_documents("manifests/base/namespace.yaml")
+        .into_iter()
+        .find(|doc| doc["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Namespace {name} in base/namespace.yaml"));
+    let labels: BTreeMap<String, String> = namespace["metadata"]["labels"]
+        .as_object()
+        .expect("labels")
+        .iter()
+        .filter(|(key, _)| key.starts_with("pod-security.kubernetes.io/"))
+        .map(|(key, value)| (key.clone(), value.as_str().expect("a string").to_string()))
+        .collect();
+    assert!(!labels.is_empty(), "{name} has Pod Security labels");
+    labels
+}
+
+/// Puts base/namespace.yaml's Pod Security labels of `from` on the test namespace `to`.
+async fn label_like(client: &Client, to: &str, from: &str) {
+    let patch = serde_json::json!({ "metadata": { "labels": pod_security_labels(from) } });
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            to,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("label namespace {to}: {e}"));
 }
 
 /// A token of ServiceAccount `ottoscaler` in `namespace`, from the TokenRequest API as
@@ -627,19 +590,139 @@ fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &s
     }
 }
 
+#[test]
+fn the_workers_have_a_namespace_of_their_own_with_the_role_in_it() {
+    let namespaces: Vec<String> = file_documents("manifests/base/namespace.yaml")
+        .iter()
+        .map(|doc| string_at(doc, "/metadata/name").to_string())
+        .collect();
+    assert_eq!(namespaces, [NAMESPACE, WORKERS]);
+    for doc in file_documents("manifests/base/rbac.yaml") {
+        assert_eq!(
+            string_at(&doc, "/metadata/namespace"),
+            WORKERS,
+            "{} lives in the worker namespace",
+            string_at(&doc, "/kind")
+        );
+        if doc["kind"] == "RoleBinding" {
+            assert_eq!(string_at(&doc, "/subjects/0/namespace"), NAMESPACE);
+        }
+    }
+    let deployment = single_document("manifests/base/deployment.yaml");
+    assert_eq!(string_at(&deployment, "/metadata/namespace"), NAMESPACE);
+}
+
+/// A pod named `name` with `spec`.
+fn pod_with(name: &str, spec: PodSpec) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(spec),
+        ..Pod::default()
+    }
+}
+
+/// Creates `pod` in `namespace` as a server-side dry run (admission runs, nothing is
+/// stored).
+async fn dry_run_create(client: &Client, namespace: &str, pod: &Pod) -> Result<Pod, kube::Error> {
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&params, pod)
+        .await
+}
+
+fn assert_refused_by_pod_security(result: Result<Pod, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status))
+            if status.code == 403 && status.message.contains("violates PodSecurity") => {}
+        other => panic!("{what}: expected a PodSecurity refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pod_security_admits_ottoscaler_restricted_and_keeps_workers_off_the_node() {
+    let env = testenv::shared();
+    let admin = env.client();
+    let own = env.namespace("psa-own").await;
+    label_like(&admin, &own, NAMESPACE).await;
+    let workers = env.namespace("psa-workers").await;
+    label_like(&admin, &workers, WORKERS).await;
+
+    // ottoscaler's pod, as the Deployment makes it, passes `restricted`.
+    let deployment = single_document("manifests/base/deployment.yaml");
+    let spec: PodSpec =
+        serde_json::from_value(deployment["spec"]["template"]["spec"].clone()).expect("a PodSpec");
+    dry_run_create(&admin, &own, &pod_with("ottoscaler-psa", spec.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("ottoscaler's pod refused in its namespace: {e}"));
+    // The label is enforced: the same pod without its security context is refused.
+    let mut loose = spec;
+    loose.security_context = None;
+    for container in &mut loose.containers {
+        container.security_context = None;
+    }
+    assert_refused_by_pod_security(
+        dry_run_create(&admin, &own, &pod_with("ottoscaler-loose", loose)).await,
+        "a pod without securityContext in ottoscaler's namespace",
+    );
+
+    // A plain worker (what a simple template makes) is admitted under `baseline`...
+    let worker = PodSpec {
+        containers: vec![Container {
+            name: "worker".into(),
+            image: Some("busybox:latest".into()),
+            ..Container::default()
+        }],
+        restart_policy: Some("Never".into()),
+        ..PodSpec::default()
+    };
+    dry_run_create(&admin, &workers, &pod_with("worker-plain", worker.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("a plain worker refused: {e}"));
+    // ...a privileged one, or one on the host's network, is not.
+    let mut privileged = worker.clone();
+    privileged.containers[0].security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
+        privileged: Some(true),
+        ..Default::default()
+    });
+    assert_refused_by_pod_security(
+        dry_run_create(&admin, &workers, &pod_with("worker-privileged", privileged)).await,
+        "a privileged worker",
+    );
+    let mut host = worker;
+    host.host_network = Some(true);
+    assert_refused_by_pod_security(
+        dry_run_create(&admin, &workers, &pod_with("worker-host-network", host)).await,
+        "a worker on the host network",
+    );
+}
+
 #[tokio::test]
 async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
     let env = testenv::shared();
     let admin = env.client();
+    // ottoscaler's own namespace (its ServiceAccount) and the worker namespace (the
+    // Role), fresh, the worker one with the shipped Pod Security labels.
     let ns = env.namespace("rbac").await;
+    let workers = env.namespace("rbac-workers").await;
+    label_like(&admin, &workers, WORKERS).await;
     let other_ns = env.namespace("rbac-other").await;
     let dir = temp_dir("rbac");
 
-    // The ServiceAccount, Role and RoleBinding exactly as shipped, in a fresh namespace.
+    // The ServiceAccount, Role and RoleBinding exactly as shipped.
     let manifest = dir.join("rbac.yaml");
     let rendered = [
-        in_namespace("manifests/base/serviceaccount.yaml", &ns, 1),
-        in_namespace("manifests/base/rbac.yaml", &ns, 3),
+        in_namespaces(
+            "manifests/base/serviceaccount.yaml",
+            (&ns, 1),
+            (&workers, 0),
+        ),
+        in_namespaces("manifests/base/rbac.yaml", (&ns, 1), (&workers, 2)),
     ]
     .join("\n---\n");
     std::fs::write(&manifest, rendered).expect("write rendered manifests");
@@ -672,7 +755,7 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
         .env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", redis.port().to_string())
         .env("REDIS_CONSUMER", "ottoscaler-rbac-0")
-        .env("OTTOSCALER_KUBERNETES__NAMESPACE", &ns)
+        .env("OTTOSCALER_KUBERNETES__NAMESPACE", &workers)
         .env("OTTOSCALER_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
         .env("OTTOSCALER_SHUTDOWN_TIMEOUT", "5s")
         .env("RUST_LOG", "info,ottoscaler=debug");
@@ -708,7 +791,7 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
     );
     assert!(is_entry_id(&id), "XADD answered {id:?}");
 
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &workers);
     let managed = ListParams::default().labels("managed-by=ottoscaler");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -729,7 +812,7 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
             Instant::now() < deadline,
             "no 2 results and an empty namespace after 90s: results {:?}\n{}\n{}",
             results(redis.port()),
-            env.pods_summary(&ns).await,
+            env.pods_summary(&workers).await,
             ottoscaler.log_tail(8000)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -757,14 +840,16 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
         "the API server refused a request ottoscaler made:\n{log_text}"
     );
 
-    // The same identity: refused for anything beyond its pods.
+    // The same identity: refused for anything beyond the worker pods.
     let sa = client_from_kubeconfig(&kubeconfig).await;
-    assert_forbidden(
-        Api::<Secret>::namespaced(sa.clone(), &ns)
-            .list(&ListParams::default())
-            .await,
-        "listing secrets in its own namespace",
-    );
+    for namespace in [&ns, &workers] {
+        assert_forbidden(
+            Api::<Secret>::namespaced(sa.clone(), namespace)
+                .list(&ListParams::default())
+                .await,
+            &format!("listing secrets in {namespace}"),
+        );
+    }
     let pod = Pod {
         metadata: ObjectMeta {
             name: Some("rbac-escape".into()),
@@ -780,27 +865,41 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
         }),
         ..Pod::default()
     };
-    assert_forbidden(
-        Api::<Pod>::namespaced(sa.clone(), &other_ns)
-            .create(&PostParams::default(), &pod)
-            .await,
-        "creating a pod in another namespace",
-    );
+    for namespace in [&ns, &other_ns] {
+        assert_forbidden(
+            Api::<Pod>::namespaced(sa.clone(), namespace)
+                .create(&PostParams::default(), &pod)
+                .await,
+            &format!("creating a pod in {namespace}, not the worker namespace"),
+        );
+    }
 
     // And exactly the Role's verbs, as the API server's authorizer sees them.
     for verb in ["create", "get", "list", "watch", "delete"] {
-        assert!(may(&sa, verb, "pods", Some(&ns)).await, "may {verb} pods");
+        assert!(
+            may(&sa, verb, "pods", Some(&workers)).await,
+            "may {verb} pods"
+        );
     }
+    let own = Some(ns.as_str());
+    let wns = Some(workers.as_str());
     for (verb, resource, namespace) in [
-        ("patch", "pods", Some(ns.as_str())),
-        ("update", "pods", Some(ns.as_str())),
-        ("deletecollection", "pods", Some(ns.as_str())),
-        ("create", "pods/exec", Some(ns.as_str())),
-        ("create", "pods/eviction", Some(ns.as_str())),
-        ("update", "pods/status", Some(ns.as_str())),
-        ("create", "events", Some(ns.as_str())),
-        ("get", "secrets", Some(ns.as_str())),
-        ("get", "configmaps", Some(ns.as_str())),
+        ("patch", "pods", wns),
+        ("update", "pods", wns),
+        ("deletecollection", "pods", wns),
+        ("create", "pods/exec", wns),
+        ("create", "pods/eviction", wns),
+        ("update", "pods/status", wns),
+        ("create", "events", wns),
+        ("get", "secrets", wns),
+        ("get", "configmaps", wns),
+        // Nothing in its own namespace: not its own pod, nor a Redis beside it.
+        ("delete", "pods", own),
+        ("get", "pods", own),
+        ("list", "pods", own),
+        ("create", "pods", own),
+        ("get", "secrets", own),
+        ("get", "configmaps", own),
         ("list", "pods", Some(other_ns.as_str())),
         ("list", "pods", None),
         ("list", "namespaces", None),

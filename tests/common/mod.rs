@@ -7,6 +7,7 @@
 pub mod chaos;
 pub mod ottoscaler;
 pub mod redis;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
