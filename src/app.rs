@@ -43,7 +43,9 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     } = &settings;
     let templates = resolve_templates(&settings)?;
     let metrics = Arc::new(Metrics::with_templates(settings.template_names()));
-    let health = Arc::new(Health::new());
+    let health = Arc::new(Health::with_liveness_timeout(
+        http_settings.liveness_timeout,
+    ));
 
     let (client, namespace) = kube_client::client(kubernetes, kubeconfig, metrics.clone())
         .await
@@ -108,6 +110,9 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         metrics: metrics.clone(),
     }));
     let _watcher = PodWatcher::new(pods, supervisor.clone().recipient()).start();
+    // Liveness: /healthz fails while either does not answer a ping in time.
+    health.watch("supervisor", supervisor.clone().recipient());
+    health.watch("reader", reader.clone().recipient());
 
     // Kubernetes readiness is the pod watch being up (its list done, no recent error),
     // as the Supervisor sees it; no API requests are spent on probing.
