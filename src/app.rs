@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use tracing::{info, warn};
 
+use crate::actors::event_recorder;
 use crate::actors::pod_watcher::PodWatcher;
 use crate::actors::redis_reader::{ReaderConfig, RedisReader};
 use crate::actors::results_publisher::{PublisherConfig, ResultsPublisher};
@@ -60,7 +61,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         max_workers = limits.max_workers,
         "ottoscaler starting"
     );
-    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
 
     let server = http::serve(http_settings.addr, health.clone(), metrics.clone())
         .with_context(|| format!("http.addr: cannot listen on {}", http_settings.addr))?;
@@ -100,7 +101,11 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         )
     });
     let supervisor = supervisor_ctx.run(Supervisor::new(SupervisorConfig {
-        worker_env: Arc::new(WorkerEnv::new(pods.clone(), &settings, metrics.clone())),
+        worker_env: Arc::new(
+            WorkerEnv::new(pods.clone(), &settings, metrics.clone()).with_events(
+                event_recorder::start(client.clone(), &namespace, &settings, metrics.clone()),
+            ),
+        ),
         templates,
         max_workers: limits.max_workers as usize,
         settle_timeout: limits.settle_timeout,

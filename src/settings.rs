@@ -102,6 +102,16 @@ pub struct KubernetesSettings {
     /// Pod creates in flight at once; the other new workers wait for a slot without
     /// holding a request. Bounds memory and API server load in a burst. Default 64.
     pub max_concurrent_creates: u32,
+    /// Record a Kubernetes Event on the pod of each worker that ends `failed`,
+    /// `timed_out`, `lost` or `cancelled` (needs `events.k8s.io` `events: create,
+    /// patch`). Default true.
+    pub events: bool,
+    /// Event requests per second at most (within `qps`). Default 5.
+    pub events_per_second: u32,
+    /// Event requests allowed above `events_per_second` in a burst. Default 20.
+    pub events_burst: u32,
+    /// Events waiting to be sent at most; more are dropped and counted. Default 1000.
+    pub events_queue: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,6 +290,10 @@ impl Default for KubernetesSettings {
             qps: 50,
             burst: 100,
             max_concurrent_creates: 64,
+            events: true,
+            events_per_second: 5,
+            events_burst: 20,
+            events_queue: 1000,
         }
     }
 }

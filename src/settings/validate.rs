@@ -97,6 +97,14 @@ impl Settings {
             1,
         )?;
 
+        at_least(
+            "kubernetes.events_per_second",
+            kubernetes.events_per_second.into(),
+            1,
+        )?;
+        at_least("kubernetes.events_burst", kubernetes.events_burst.into(), 1)?;
+        at_least("kubernetes.events_queue", kubernetes.events_queue.into(), 1)?;
+
         at_least("limits.max_workers", limits.max_workers.into(), 1)?;
         at_least(
             "limits.max_pods_per_event",
@@ -458,6 +466,18 @@ mod tests {
             ),
             ("kubernetes.qps", Box::new(|s| s.kubernetes.qps = 0)),
             ("kubernetes.burst", Box::new(|s| s.kubernetes.burst = 0)),
+            (
+                "kubernetes.events_per_second",
+                Box::new(|s| s.kubernetes.events_per_second = 0),
+            ),
+            (
+                "kubernetes.events_burst",
+                Box::new(|s| s.kubernetes.events_burst = 0),
+            ),
+            (
+                "kubernetes.events_queue",
+                Box::new(|s| s.kubernetes.events_queue = 0),
+            ),
             (
                 "kubernetes.max_concurrent_creates",
                 Box::new(|s| s.kubernetes.max_concurrent_creates = 0),
