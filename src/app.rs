@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use tracing::{info, warn};
 
+use crate::actors::event_recorder;
 use crate::actors::pod_watcher::PodWatcher;
 use crate::actors::redis_reader::{ReaderConfig, RedisReader};
 use crate::actors::results_publisher::{PublisherConfig, ResultsPublisher};
@@ -43,7 +44,9 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     } = &settings;
     let templates = resolve_templates(&settings)?;
     let metrics = Arc::new(Metrics::with_templates(settings.template_names()));
-    let health = Arc::new(Health::new());
+    let health = Arc::new(Health::with_liveness_timeout(
+        http_settings.liveness_timeout,
+    ));
 
     let (client, namespace) = kube_client::client(kubernetes, kubeconfig, metrics.clone())
         .await
@@ -58,7 +61,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         max_workers = limits.max_workers,
         "ottoscaler starting"
     );
-    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
 
     let server = http::serve(http_settings.addr, health.clone(), metrics.clone())
         .with_context(|| format!("http.addr: cannot listen on {}", http_settings.addr))?;
@@ -98,7 +101,11 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         )
     });
     let supervisor = supervisor_ctx.run(Supervisor::new(SupervisorConfig {
-        worker_env: Arc::new(WorkerEnv::new(pods.clone(), &settings, metrics.clone())),
+        worker_env: Arc::new(
+            WorkerEnv::new(pods.clone(), &settings, metrics.clone()).with_events(
+                event_recorder::start(client.clone(), &namespace, &settings, metrics.clone()),
+            ),
+        ),
         templates,
         max_workers: limits.max_workers as usize,
         settle_timeout: limits.settle_timeout,
@@ -108,6 +115,9 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         metrics: metrics.clone(),
     }));
     let _watcher = PodWatcher::new(pods, supervisor.clone().recipient()).start();
+    // Liveness: /healthz fails while either does not answer a ping in time.
+    health.watch("supervisor", supervisor.clone().recipient());
+    health.watch("reader", reader.clone().recipient());
 
     // Kubernetes readiness is the pod watch being up (its list done, no recent error),
     // as the Supervisor sees it; no API requests are spent on probing.

@@ -4,14 +4,16 @@
 //! `main` parses [`Cli`], then calls [`check_config`] / [`send_event_command`] or runs the
 //! service; each returns the process exit code so `main` stays thin.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 
-use crate::settings::{ConfigError, Settings};
+use crate::pods::resolve_templates;
+use crate::settings::{Settings, UnknownVariable, unknown_variables};
+use crate::telemetry::LogFormat;
 
 /// Connecting to Redis: a reachable server answers in milliseconds, a wrong host should
 /// not leave a person at a terminal waiting for the OS's TCP timeout.
@@ -206,10 +208,45 @@ pub async fn send_event_command(cli: &Cli, args: &SendEventArgs) -> i32 {
     }
 }
 
+/// What `run` needs before anything starts, checked the same way for `run` and
+/// `check-config`: the settings (validated), every pod template resolved as the
+/// Supervisor will use it (each `pod_spec_file` read and parsed as a PodSpec), the log
+/// format, and the `OTTOSCALER_*` variables that name no setting.
+#[derive(Debug)]
+pub struct Prepared {
+    pub settings: Settings,
+    pub log_format: LogFormat,
+    /// Warned about by `run`, refused by `check-config`.
+    pub unknown_variables: Vec<UnknownVariable>,
+}
+
+/// Loads and checks everything `run` uses; the error is the `error: ...` line to print.
+/// `env` is the process environment (a parameter, so tests need not change it).
+pub fn prepare(
+    config: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Prepared, String> {
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let log_format = LogFormat::parse(
+        env.iter()
+            .find(|(k, _)| k == "LOG_FORMAT")
+            .map(|(_, v)| v.as_str()),
+    )
+    .map_err(|e| format!("error: {e}"))?;
+    let settings =
+        Settings::load_from(config, env.iter().cloned()).map_err(|e| format!("error: {e}"))?;
+    resolve_templates(&settings).map_err(|e| format!("error: {e}"))?;
+    Ok(Prepared {
+        settings,
+        log_format,
+        unknown_variables: unknown_variables(env),
+    })
+}
+
 /// `check-config`: prints the redacted effective configuration as TOML and returns 0, or
 /// prints `error: <message naming the key>` and returns 1.
 pub fn check_config(cli: &Cli) -> i32 {
-    match check_config_output(Settings::load(cli.config.as_deref())) {
+    match check_config_output(prepare(cli.config.as_deref(), std::env::vars())) {
         Ok(text) => {
             print!("{text}");
             0
@@ -221,10 +258,21 @@ pub fn check_config(cli: &Cli) -> i32 {
     }
 }
 
-/// What `check-config` prints for a load result: the TOML, or the `error: ...` line.
-pub fn check_config_output(loaded: Result<Settings, ConfigError>) -> Result<String, String> {
-    let settings = loaded.map_err(|e| format!("error: {e}"))?;
-    settings
+/// What `check-config` prints for a preparation: the TOML, or the `error: ...` lines.
+/// An `OTTOSCALER_*` variable that names no setting fails the check (`run` only warns):
+/// `check-config` is where a person looks for mistakes, and a typo there is one.
+pub fn check_config_output(prepared: Result<Prepared, String>) -> Result<String, String> {
+    let prepared = prepared?;
+    if !prepared.unknown_variables.is_empty() {
+        let lines: Vec<String> = prepared
+            .unknown_variables
+            .iter()
+            .map(|v| format!("error: {v}"))
+            .collect();
+        return Err(lines.join("\n"));
+    }
+    prepared
+        .settings
         .to_toml_string()
         .map_err(|e| format!("error: cannot print the configuration: {e}"))
 }
@@ -349,14 +397,78 @@ mod tests {
         assert!(reserved.contains("--task-id"), "{reserved}");
     }
 
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn check_config_prints_an_error_naming_the_key() {
-        let err = check_config_output(Err(ConfigError::Invalid {
-            key: "limits.max_workers".into(),
-            message: "expected an integer".into(),
-        }))
+        let err = check_config_output(prepare(
+            None,
+            vars(&[("OTTOSCALER_LIMITS__MAX_WORKERS", "many")]),
+        ))
         .expect_err("invalid");
-        assert_eq!(err, "error: limits.max_workers: expected an integer");
+        assert!(err.starts_with("error: limits.max_workers: "), "{err}");
+    }
+
+    #[test]
+    fn check_config_refuses_a_mistyped_variable_naming_the_closest_key() {
+        let err = check_config_output(prepare(
+            None,
+            vars(&[("OTTOSCALER_LIMIT__MAX_WORKERS", "20")]),
+        ))
+        .expect_err("typo");
+        assert_eq!(
+            err,
+            "error: OTTOSCALER_LIMIT__MAX_WORKERS is not a setting and is ignored; did you mean OTTOSCALER_LIMITS__MAX_WORKERS?"
+        );
+        let prepared = prepare(None, vars(&[("OTTOSCALER_LIMIT__MAX_WORKERS", "20")]))
+            .expect("run only warns");
+        assert_eq!(prepared.unknown_variables.len(), 1);
+    }
+
+    #[test]
+    fn a_bad_log_format_stops_run_and_check_config() {
+        let err = prepare(None, vars(&[("LOG_FORMAT", "jsn")])).expect_err("bad format");
+        assert_eq!(
+            err,
+            "error: LOG_FORMAT: \"jsn\" is not a log format, use text or json"
+        );
+    }
+
+    #[test]
+    fn a_pod_spec_file_that_is_no_pod_spec_fails_naming_template_and_file() {
+        let dir = std::env::temp_dir().join(format!("ottoscaler-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // A whole Pod manifest where a PodSpec belongs: the mistake a new user makes.
+        let spec = dir.join("gpu.yaml");
+        std::fs::write(
+            &spec,
+            "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: a\n    image: x\n",
+        )
+        .expect("write");
+        let config = dir.join("ottoscaler.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[templates.gpu]\npod_spec_file = {:?}\n",
+                spec.display().to_string()
+            ),
+        )
+        .expect("write");
+        let err =
+            check_config_output(prepare(Some(&config), vars(&[]))).expect_err("not a PodSpec");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            err.starts_with(&format!(
+                "error: templates.gpu.pod_spec_file: {} is not a valid PodSpec: ",
+                spec.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]
@@ -366,11 +478,11 @@ mod tests {
             vec![("REDIS_PASSWORD", "hunter2")],
             vec![("REDIS_HOST", "redis"), ("REDIS_PASSWORD", "hunter2")],
         ] {
-            let loaded = Settings::load_from(
+            let prepared = prepare(
                 None,
                 vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
             );
-            let text = check_config_output(loaded).expect("valid");
+            let text = check_config_output(prepared).expect("valid");
             assert!(!text.contains("hunter2"), "{text}");
             assert!(text.contains(":***@"), "{text}");
         }

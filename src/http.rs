@@ -1,15 +1,23 @@
-//! The operations endpoint on `http.addr`: `/healthz` (the process runs), `/readyz`
+//! The operations endpoint on `http.addr`: `/healthz` (the actors answer), `/readyz`
 //! (Redis and the Kubernetes API are reachable), `/metrics` (OpenMetrics text).
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Recipient;
+use futures::future::join_all;
 
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
+use crate::messages::health::Ping;
 use crate::metrics::Metrics;
+
+/// `http.liveness_timeout`'s default: under the Deployment's probe `timeoutSeconds` (3).
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The content type Prometheus asks for and [`Metrics::encode`] produces.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -22,15 +30,72 @@ const SHUTDOWN_GRACE_SECS: u64 = 2;
 /// What `/readyz` reports. The Redis reader and the pod watch set their flag on every
 /// success and failure, so readiness follows the real connections. Both start false: a
 /// process that has not reached either yet is not ready.
-#[derive(Debug, Default)]
+///
+/// Liveness is separate: `/healthz` asks each actor registered with [`Health::watch`]
+/// for a [`Ping`] answer within the liveness timeout, so a wedged actor system fails the
+/// probe and Kubernetes restarts the container.
+#[derive(Debug)]
 pub struct Health {
     redis: AtomicBool,
     kube: AtomicBool,
+    /// The actors `/healthz` pings, by the name its answer gives.
+    actors: Mutex<Vec<(&'static str, Recipient<Ping>)>>,
+    liveness_timeout: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::with_liveness_timeout(DEFAULT_LIVENESS_TIMEOUT)
+    }
 }
 
 impl Health {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `http.liveness_timeout`: how long each actor has to answer a `/healthz` ping.
+    pub fn with_liveness_timeout(liveness_timeout: Duration) -> Self {
+        Self {
+            redis: AtomicBool::new(false),
+            kube: AtomicBool::new(false),
+            actors: Mutex::new(Vec::new()),
+            liveness_timeout,
+        }
+    }
+
+    /// `/healthz` pings `actor` from now on, naming it `name` when it does not answer.
+    pub fn watch(&self, name: &'static str, actor: Recipient<Ping>) {
+        if let Ok(mut actors) = self.actors.lock() {
+            actors.push((name, actor));
+        }
+    }
+
+    /// Pings every watched actor at once; `Err` names those that did not answer in time
+    /// (or have stopped). With none watched yet (starting), the process counts as alive.
+    pub async fn check_alive(&self) -> Result<(), String> {
+        let actors: Vec<(&'static str, Recipient<Ping>)> = match self.actors.lock() {
+            Ok(actors) => actors.clone(),
+            Err(_) => return Err("liveness state poisoned".into()),
+        };
+        let timeout = self.liveness_timeout;
+        let answers = join_all(actors.into_iter().map(|(name, actor)| async move {
+            match tokio::time::timeout(timeout, actor.send(Ping)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(_)) => Some(format!("{name} stopped")),
+                Err(_) => Some(format!(
+                    "{name} did not answer within {}",
+                    humantime::format_duration(timeout)
+                )),
+            }
+        }))
+        .await;
+        let stuck: Vec<String> = answers.into_iter().flatten().collect();
+        if stuck.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not alive: {}", stuck.join(", ")))
+        }
     }
 
     pub fn set_redis(&self, reachable: bool) {
@@ -103,8 +168,15 @@ pub fn routes(health: Arc<Health>, metrics: Arc<Metrics>) -> impl FnOnce(&mut we
     }
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
+/// 200 `ok` when every watched actor answers a ping in time, else 503 naming the ones
+/// that did not: Kubernetes then restarts a process whose actors are stuck.
+async fn healthz(health: web::Data<Health>) -> HttpResponse {
+    match health.check_alive().await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ok"),
+        Err(stuck) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(stuck),
+    }
 }
 
 async fn readyz(health: web::Data<Health>) -> HttpResponse {
@@ -153,9 +225,87 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn healthz_is_ok_even_when_nothing_is_reachable() {
+    async fn healthz_is_ok_when_no_actor_is_watched_yet_even_when_nothing_is_reachable() {
         let health = Arc::new(Health::new());
         assert_eq!(get(&health, "/healthz").await.0, StatusCode::OK);
+    }
+
+    /// Answers pings, unless wedged.
+    struct Pinged;
+
+    impl actix::Actor for Pinged {
+        type Context = actix::Context<Self>;
+    }
+
+    impl actix::Handler<Ping> for Pinged {
+        type Result = ();
+
+        fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
+    }
+
+    impl actix::Handler<crate::messages::health::Wedge> for Pinged {
+        type Result = ();
+
+        fn handle(&mut self, msg: crate::messages::health::Wedge, ctx: &mut Self::Context) {
+            use actix::AsyncContext;
+            ctx.wait(actix::fut::wrap_future(tokio::time::sleep(msg.for_)));
+        }
+    }
+
+    #[actix_web::test]
+    async fn healthz_fails_naming_a_wedged_actor_and_recovers() {
+        use actix::Actor;
+        let health = Arc::new(Health::with_liveness_timeout(Duration::from_millis(200)));
+        let actor = Pinged.start();
+        health.watch("supervisor", actor.clone().recipient());
+        assert_eq!(get(&health, "/healthz").await.0, StatusCode::OK);
+
+        actor.do_send(crate::messages::health::Wedge {
+            for_: Duration::from_secs(2),
+        });
+        let (status, _, body) = get(&health, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "not alive: supervisor did not answer within 200ms");
+
+        // Once the wedge ends the actor answers again (bounded wait, no fixed sleep).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while get(&health, "/healthz").await.0 != StatusCode::OK {
+            assert!(std::time::Instant::now() < deadline, "never alive again");
+        }
+    }
+
+    /// Stops as soon as it starts.
+    struct Stopping;
+
+    impl actix::Actor for Stopping {
+        type Context = actix::Context<Self>;
+
+        fn started(&mut self, ctx: &mut Self::Context) {
+            use actix::ActorContext;
+            ctx.stop();
+        }
+    }
+
+    impl actix::Handler<Ping> for Stopping {
+        type Result = ();
+
+        fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
+    }
+
+    #[actix_web::test]
+    async fn healthz_fails_when_an_actor_has_stopped() {
+        use actix::Actor;
+        let health = Arc::new(Health::new());
+        let addr = Stopping.start();
+        health.watch("reader", addr.clone().recipient());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while addr.connected() {
+            assert!(std::time::Instant::now() < deadline, "never stopped");
+            tokio::task::yield_now().await;
+        }
+        let (status, _, body) = get(&health, "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "not alive: reader stopped");
     }
 
     #[actix_web::test]

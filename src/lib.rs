@@ -40,3 +40,4 @@ pub mod retry;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod worker_events;

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ottoscaler::cli::{self, Cli, Command};
-use ottoscaler::settings::Settings;
-use ottoscaler::telemetry::{self, LogFormat};
+use ottoscaler::telemetry;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,18 +19,25 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-/// `ottoscaler run`: an invalid configuration stops it before anything starts.
+/// `ottoscaler run`: an invalid configuration, pod template or `LOG_FORMAT` stops it
+/// before anything starts (the same checks as `check-config`).
 fn run(cli: &Cli) -> i32 {
-    telemetry::init(LogFormat::from_env());
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("error: {e}");
+    let prepared = match cli::prepare(cli.config.as_deref(), std::env::vars()) {
+        Ok(prepared) => prepared,
+        Err(message) => {
+            eprintln!("{message}");
             return 1;
         }
     };
+    telemetry::init(prepared.log_format);
+    for unknown in &prepared.unknown_variables {
+        tracing::warn!(variable = %unknown.name, closest = unknown.closest.as_deref(), "{unknown}");
+    }
     let kubeconfig = cli.kubeconfig.clone();
-    match actix::System::new().block_on(ottoscaler::app::run(settings, kubeconfig.as_deref())) {
+    match actix::System::new().block_on(ottoscaler::app::run(
+        prepared.settings,
+        kubeconfig.as_deref(),
+    )) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "ottoscaler failed");

@@ -87,6 +87,14 @@ struct TemplateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+/// The `result` values of `ottoscaler_kube_events_total`, each exported from the start.
+const KUBE_EVENT_RESULTS: [&str; 3] = ["published", "failed", "dropped"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -115,6 +123,7 @@ pub struct Metrics {
     redis_errors: Counter,
     results_published: Counter,
     dead_letters: Counter,
+    kube_events: Family<ResultLabels, Counter>,
     queue_wait: TemplateHistograms,
     pod_scheduling: TemplateHistograms,
     pod_starting: TemplateHistograms,
@@ -153,6 +162,7 @@ impl Metrics {
         let redis_errors = Counter::default();
         let results_published = Counter::default();
         let dead_letters = Counter::default();
+        let kube_events = Family::<ResultLabels, Counter>::default();
         let queue_wait: TemplateHistograms =
             Family::new_with_constructor(|| Histogram::new(QUEUE_WAIT_BUCKETS));
         let pod_scheduling: TemplateHistograms =
@@ -221,6 +231,12 @@ impl Metrics {
             "dead_letters",
             "Events copied to the dead-letter stream",
             dead_letters.clone(),
+        );
+        registry.register(
+            "kube_events",
+            "Kubernetes Events on worker pods (failed, timed_out, lost, cancelled), by result: \
+             published, failed (the API refused or did not answer), dropped (queue full)",
+            kube_events.clone(),
         );
 
         registry.register_with_unit(
@@ -292,6 +308,11 @@ impl Metrics {
                 code: code.into(),
             });
         }
+        for result in KUBE_EVENT_RESULTS {
+            let _ = kube_events.get_or_create_owned(&ResultLabels {
+                result: result.into(),
+            });
+        }
         for template in &templates {
             let labels = TemplateLabels {
                 template: template.clone(),
@@ -314,6 +335,7 @@ impl Metrics {
             redis_errors,
             results_published,
             dead_letters,
+            kube_events,
             queue_wait,
             pod_scheduling,
             pod_starting,
@@ -435,6 +457,15 @@ impl Metrics {
         self.dead_letters.inc();
     }
 
+    /// One worker Event `published`, `failed` or `dropped`.
+    pub fn kube_event(&self, result: &str) {
+        self.kube_events
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
     /// OpenMetrics text, ending in `# EOF`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -497,6 +528,11 @@ mod tests {
         expected.extend(KUBE_SERIES.iter().map(|(verb, code)| {
             format!(r#"ottoscaler_kube_requests_total{{verb="{verb}",code="{code}"}} 0"#)
         }));
+        expected.extend(
+            KUBE_EVENT_RESULTS
+                .iter()
+                .map(|r| format!(r#"ottoscaler_kube_events_total{{result="{r}"}} 0"#)),
+        );
         expected.extend(
             [
                 "ottoscaler_dead_letters_total 0",

@@ -76,6 +76,7 @@ pub fn observe(pod: &Pod) -> PodObservation {
         .or_else(|| transition_to_true("ContainersReady"));
     PodObservation {
         name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone(),
         task_id: label(LABEL_TASK_ID),
         worker_index: label(LABEL_WORKER_INDEX).and_then(|i| i.parse().ok()),
         event_id: meta

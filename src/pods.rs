@@ -6,14 +6,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec, ResourceRequirements,
+    Container, EnvVar, EnvVarSource, LocalObjectReference, ObjectFieldSelector, Pod, PodSpec,
+    ResourceRequirements, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::settings::{Settings, TemplateSettings};
+use crate::settings::{Settings, TemplateSettings, TolerationSettings};
 
 /// The label every ottoscaler pod carries; the shared watch selects on it.
 pub const MANAGED_BY_SELECTOR: &str = "managed-by=ottoscaler";
@@ -81,8 +82,17 @@ pub enum TemplateError {
         path: String,
         source: serde_yaml_ng::Error,
     },
-    #[error("templates.{name}: the PodSpec has no container")]
-    NoContainer { name: String },
+    #[error(
+        "templates.{name}.pod_spec_file: {path} is not a valid PodSpec: unknown field(s) {fields}{hint}"
+    )]
+    UnknownFields {
+        name: String,
+        path: String,
+        fields: String,
+        hint: &'static str,
+    },
+    #[error("templates.{name}.pod_spec_file: the PodSpec in {path} has no container")]
+    NoContainer { name: String, path: String },
     #[error("templates.{name}: the image is empty")]
     NoImage { name: String },
 }
@@ -138,12 +148,48 @@ fn read_pod_spec(name: &str, path: &Path) -> Result<PodSpec, TemplateError> {
             path: path.display().to_string(),
             source,
         })?;
+    let unknown = unknown_fields(&text, &spec);
+    if !unknown.is_empty() {
+        return Err(TemplateError::UnknownFields {
+            name: name.into(),
+            path: path.display().to_string(),
+            hint: if unknown.iter().any(|f| f == "`spec`" || f == "`kind`") {
+                " (a whole Pod manifest? keep only what is under its `spec:`)"
+            } else {
+                ""
+            },
+            fields: unknown.join(", "),
+        });
+    }
     let first = spec
         .containers
         .first_mut()
-        .ok_or_else(|| TemplateError::NoContainer { name: name.into() })?;
+        .ok_or_else(|| TemplateError::NoContainer {
+            name: name.into(),
+            path: path.display().to_string(),
+        })?;
     first.name = WORKER_CONTAINER.into();
     Ok(spec)
+}
+
+/// Top-level keys of the YAML `text` that the parsed PodSpec does not carry: the
+/// PodSpec type ignores unknown fields, so a typo (`nodeSelecter`) or a whole Pod
+/// manifest would otherwise pass as an empty spec. Keys whose value is null are fine.
+fn unknown_fields(text: &str, spec: &PodSpec) -> Vec<String> {
+    let Ok(serde_yaml_ng::Value::Mapping(input)) = serde_yaml_ng::from_str(text) else {
+        return Vec::new();
+    };
+    let known = match serde_json::to_value(spec) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => return Vec::new(),
+    };
+    input
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .filter_map(|(key, _)| key.as_str())
+        .filter(|key| !known.contains_key(*key))
+        .map(|key| format!("`{key}`"))
+        .collect()
 }
 
 fn simple_spec(name: &str, t: &TemplateSettings) -> Result<PodSpec, TemplateError> {
@@ -157,11 +203,22 @@ fn simple_spec(name: &str, t: &TemplateSettings) -> Result<PodSpec, TemplateErro
                 .collect()
         })
     };
+    let text = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let env: Vec<EnvVar> = t
+        .env
+        .iter()
+        .map(|(name, value)| EnvVar {
+            name: name.clone(),
+            value: Some(value.clone()),
+            value_from: None,
+        })
+        .collect();
     Ok(PodSpec {
         containers: vec![Container {
             name: WORKER_CONTAINER.into(),
             image: Some(t.image.clone()),
             command: (!t.command.is_empty()).then(|| t.command.clone()),
+            env: (!env.is_empty()).then_some(env),
             resources: Some(ResourceRequirements {
                 requests: quantities(&t.resources.requests),
                 limits: quantities(&t.resources.limits),
@@ -169,8 +226,30 @@ fn simple_spec(name: &str, t: &TemplateSettings) -> Result<PodSpec, TemplateErro
             }),
             ..Default::default()
         }],
+        node_selector: (!t.node_selector.is_empty()).then(|| t.node_selector.clone()),
+        tolerations: (!t.tolerations.is_empty())
+            .then(|| t.tolerations.iter().map(toleration).collect()),
+        service_account_name: text(&t.service_account_name),
+        image_pull_secrets: (!t.image_pull_secrets.is_empty()).then(|| {
+            t.image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect()
+        }),
+        priority_class_name: text(&t.priority_class_name),
         ..Default::default()
     })
+}
+
+fn toleration(t: &TolerationSettings) -> Toleration {
+    let text = |s: &String| (!s.is_empty()).then(|| s.clone());
+    Toleration {
+        key: text(&t.key),
+        operator: text(&t.operator),
+        value: text(&t.value),
+        effect: text(&t.effect),
+        toleration_seconds: t.toleration_seconds,
+    }
 }
 
 /// Which worker a pod is for.
@@ -435,6 +514,87 @@ mod tests {
     }
 
     #[test]
+    fn a_simple_template_sets_the_pod_options_and_events_cannot_change_them() {
+        let mut settings = Settings::default();
+        settings.templates.insert(
+            "arm".into(),
+            TemplateSettings {
+                image: "registry/agent:arm".into(),
+                node_selector: BTreeMap::from([("kubernetes.io/arch".into(), "arm64".into())]),
+                tolerations: vec![TolerationSettings {
+                    key: "ci".into(),
+                    operator: "Equal".into(),
+                    value: "arm".into(),
+                    effect: "NoSchedule".into(),
+                    toleration_seconds: None,
+                }],
+                env: BTreeMap::from([
+                    ("GRADLE_OPTS".into(), "-Xmx2g".into()),
+                    ("OTTO_TASK_ID".into(), "from-the-template".into()),
+                ]),
+                service_account_name: "builder".into(),
+                image_pull_secrets: vec!["registry-creds".into()],
+                priority_class_name: "ci-low".into(),
+                ..Default::default()
+            },
+        );
+        let templates = resolve_templates(&settings).expect("resolve");
+        let worker = WorkerIdentity {
+            task_id: "task-1".into(),
+            event_id: "1-0".into(),
+            index: 0,
+        };
+        let hostile = BTreeMap::from([
+            ("serviceAccountName".to_string(), "admin".to_string()),
+            (
+                "priority_class_name".to_string(),
+                "system-node-critical".to_string(),
+            ),
+            ("node_selector".to_string(), "evil=1".to_string()),
+        ]);
+        let pod = build_pod(
+            &templates["arm"],
+            &worker,
+            &hostile,
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        let spec = pod.spec.expect("spec");
+        assert_eq!(
+            spec.node_selector,
+            Some(BTreeMap::from([(
+                "kubernetes.io/arch".into(),
+                "arm64".into()
+            )]))
+        );
+        let toleration = &spec.tolerations.as_ref().expect("tolerations")[0];
+        assert_eq!(toleration.key.as_deref(), Some("ci"));
+        assert_eq!(toleration.effect.as_deref(), Some("NoSchedule"));
+        assert_eq!(toleration.toleration_seconds, None);
+        assert_eq!(spec.service_account_name.as_deref(), Some("builder"));
+        assert_eq!(spec.priority_class_name.as_deref(), Some("ci-low"));
+        assert_eq!(
+            spec.image_pull_secrets.as_ref().expect("pull secrets")[0].name,
+            "registry-creds"
+        );
+        let env = spec.containers[0].env.clone().expect("env");
+        let value = |n: &str| {
+            let found: Vec<_> = env.iter().filter(|e| e.name == n).collect();
+            assert_eq!(found.len(), 1, "{n} once: {env:?}");
+            found[0].value.clone()
+        };
+        assert_eq!(value("GRADLE_OPTS").as_deref(), Some("-Xmx2g"));
+        assert_eq!(value("OTTO_TASK_ID").as_deref(), Some("task-1"), "ours win");
+
+        // The built-in default template sets none of them.
+        let plain = default_template().spec;
+        assert_eq!(plain.node_selector, None);
+        assert_eq!(plain.tolerations, None);
+        assert_eq!(plain.service_account_name, None);
+        assert_eq!(plain.image_pull_secrets, None);
+        assert_eq!(plain.priority_class_name, None);
+    }
+
+    #[test]
     fn pod_spec_file_templates_rename_the_first_container() {
         let dir = std::env::temp_dir().join(format!("ottoscaler-pods-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
@@ -461,6 +621,18 @@ mod tests {
         );
         assert_eq!(gpu.spec.service_account_name.as_deref(), Some("builder"));
         assert_eq!(gpu.spec.restart_policy.as_deref(), Some("Never"));
+
+        std::fs::write(
+            &path,
+            "containers:\n- name: a\n  image: x\nnodeSelecter:\n  a: b\nhostNetwork: null\n",
+        )
+        .expect("write");
+        let err = resolve_templates(&settings).expect_err("a typo");
+        assert!(
+            err.to_string()
+                .ends_with("is not a valid PodSpec: unknown field(s) `nodeSelecter`"),
+            "{err}"
+        );
 
         std::fs::write(&path, "containers: 12").expect("write");
         let err = resolve_templates(&settings).expect_err("bad yaml");

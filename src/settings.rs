@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use sources::{UnknownVariable, unknown_variables};
 pub use validate::ConfigError;
 
 /// The template an event without a `template` field uses; it always exists.
@@ -101,6 +102,16 @@ pub struct KubernetesSettings {
     /// Pod creates in flight at once; the other new workers wait for a slot without
     /// holding a request. Bounds memory and API server load in a burst. Default 64.
     pub max_concurrent_creates: u32,
+    /// Record a Kubernetes Event on the pod of each worker that ends `failed`,
+    /// `timed_out`, `lost` or `cancelled` (needs `events.k8s.io` `events: create,
+    /// patch`). Default true.
+    pub events: bool,
+    /// Event requests per second at most (within `qps`). Default 5.
+    pub events_per_second: u32,
+    /// Event requests allowed above `events_per_second` in a burst. Default 20.
+    pub events_burst: u32,
+    /// Events waiting to be sent at most; more are dropped and counted. Default 1000.
+    pub events_queue: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +149,11 @@ pub struct WorkerSettings {
 pub struct HttpSettings {
     /// Address of `/healthz`, `/readyz` and `/metrics`. Default `0.0.0.0:8080`.
     pub addr: SocketAddr,
+    /// How long the Supervisor and the Redis reader each have to answer `/healthz`'s
+    /// ping before the probe fails (503). Below the liveness probe's `timeoutSeconds`.
+    /// Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub liveness_timeout: Duration,
 }
 
 /// A pod template: either the simple keys (image, command, ...) or `pod_spec_file`.
@@ -157,9 +173,38 @@ pub struct TemplateSettings {
     pub labels: BTreeMap<String, String>,
     /// Requests and limits of the `worker` container, as Kubernetes quantities.
     pub resources: ResourceSettings,
-    /// A PodSpec in YAML; when set, the keys above except labels/annotations are not used
-    /// and its first container becomes `worker`.
+    /// `nodeSelector` of the pod: the labels a node must carry.
+    pub node_selector: BTreeMap<String, String>,
+    /// `tolerations` of the pod.
+    pub tolerations: Vec<TolerationSettings>,
+    /// Variables of the `worker` container; ottoscaler's own (`OTTO_*`) always win.
+    pub env: BTreeMap<String, String>,
+    /// `serviceAccountName` of the pod; empty: the namespace's `default`.
+    pub service_account_name: String,
+    /// Secrets (in the worker namespace) to pull the image with.
+    pub image_pull_secrets: Vec<String>,
+    /// `priorityClassName` of the pod; empty: the cluster's default priority.
+    pub priority_class_name: String,
+    /// A PodSpec in YAML; when set, the keys above except labels/annotations must stay
+    /// unset (they go in the file) and its first container becomes `worker`.
     pub pod_spec_file: Option<String>,
+}
+
+/// One toleration of a simple template, as in a PodSpec (`tolerationSeconds` spelled
+/// `toleration_seconds`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TolerationSettings {
+    /// The taint key; empty with `operator = "Exists"` tolerates every taint.
+    pub key: String,
+    /// `Equal` (the default) or `Exists`.
+    pub operator: String,
+    /// The taint value, for `Equal`.
+    pub value: String,
+    /// `NoSchedule`, `PreferNoSchedule`, `NoExecute`, or empty for all three.
+    pub effect: String,
+    /// For `NoExecute`: how long the pod stays once the taint appears; unset: forever.
+    pub toleration_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -245,6 +290,10 @@ impl Default for KubernetesSettings {
             qps: 50,
             burst: 100,
             max_concurrent_creates: 64,
+            events: true,
+            events_per_second: 5,
+            events_burst: 20,
+            events_queue: 1000,
         }
     }
 }
@@ -273,6 +322,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            liveness_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -301,7 +351,7 @@ impl TemplateSettings {
                     ("memory".into(), "256Mi".into()),
                 ]),
             },
-            pod_spec_file: None,
+            ..Self::default()
         }
     }
 }
@@ -337,6 +387,11 @@ impl Settings {
             .map(|h| h.to_string_lossy().into_owned())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "ottoscaler".to_string())
+    }
+
+    /// The `OTTOSCALER_*` variables of the process environment that name no setting.
+    pub fn unknown_variables() -> Vec<UnknownVariable> {
+        unknown_variables(std::env::vars())
     }
 
     /// The configured template names, sorted; always includes `default`.

@@ -18,15 +18,25 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    /// From `LOG_FORMAT`: `json` (any case) means JSON, anything else text.
-    pub fn from_env() -> Self {
+    /// The values `LOG_FORMAT` accepts.
+    pub const ACCEPTED: &'static str = "text or json";
+
+    /// From `LOG_FORMAT`; see [`LogFormat::parse`].
+    pub fn from_env() -> Result<Self, String> {
         Self::parse(std::env::var("LOG_FORMAT").ok().as_deref())
     }
 
-    pub fn parse(value: Option<&str>) -> Self {
+    /// `text` or `json` (any case); unset or empty means text. Anything else is an
+    /// error naming the accepted values: a typo must not silently give the wrong format.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
         match value.map(str::trim) {
-            Some(v) if v.eq_ignore_ascii_case("json") => Self::Json,
-            _ => Self::Text,
+            None | Some("") => Ok(Self::Text),
+            Some(v) if v.eq_ignore_ascii_case("text") => Ok(Self::Text),
+            Some(v) if v.eq_ignore_ascii_case("json") => Ok(Self::Json),
+            Some(v) => Err(format!(
+                "LOG_FORMAT: {v:?} is not a log format, use {}",
+                Self::ACCEPTED
+            )),
         }
     }
 }
@@ -67,12 +77,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_format_is_json_only_when_asked() {
-        assert_eq!(LogFormat::parse(Some("json")), LogFormat::Json);
-        assert_eq!(LogFormat::parse(Some(" JSON ")), LogFormat::Json);
-        assert_eq!(LogFormat::parse(Some("text")), LogFormat::Text);
-        assert_eq!(LogFormat::parse(Some("yaml")), LogFormat::Text);
-        assert_eq!(LogFormat::parse(None), LogFormat::Text);
+    fn log_format_is_text_or_json() {
+        assert_eq!(LogFormat::parse(Some("json")), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::parse(Some(" JSON ")), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::parse(Some("text")), Ok(LogFormat::Text));
+        assert_eq!(LogFormat::parse(Some("")), Ok(LogFormat::Text));
+        assert_eq!(LogFormat::parse(None), Ok(LogFormat::Text));
+    }
+
+    #[test]
+    fn a_bad_log_format_is_an_error_naming_the_accepted_values() {
+        assert_eq!(
+            LogFormat::parse(Some("yaml")),
+            Err("LOG_FORMAT: \"yaml\" is not a log format, use text or json".into())
+        );
     }
 
     #[test]

@@ -550,6 +550,17 @@ fn is_entry_id(line: &str) -> bool {
 /// Asks the API server whether the caller of `client` may do `verb` on `resource`
 /// (`pods` or a subresource as `pods/exec`; `namespace` None: cluster-wide).
 async fn may(client: &Client, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    may_in(client, "", verb, resource, namespace).await
+}
+
+/// [`may`] for a resource of API group `group` (`""`: the core group).
+async fn may_in(
+    client: &Client,
+    group: &str,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+) -> bool {
     let (resource, subresource) = match resource.split_once('/') {
         Some((resource, sub)) => (resource, Some(sub.to_string())),
         None => (resource, None),
@@ -557,6 +568,7 @@ async fn may(client: &Client, verb: &str, resource: &str, namespace: Option<&str
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
+                group: Some(group.to_string()),
                 verb: Some(verb.to_string()),
                 resource: Some(resource.to_string()),
                 subresource,
@@ -883,6 +895,26 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
     }
     let own = Some(ns.as_str());
     let wns = Some(workers.as_str());
+    // Worker Events, in the worker namespace: create, and patch for a repeat's series;
+    // nothing else.
+    for verb in ["create", "patch"] {
+        assert!(
+            may_in(&sa, "events.k8s.io", verb, "events", wns).await,
+            "may {verb} events.k8s.io events"
+        );
+    }
+    for verb in ["get", "list", "watch", "update", "delete"] {
+        assert!(
+            !may_in(&sa, "events.k8s.io", verb, "events", wns).await,
+            "must not {verb} events.k8s.io events"
+        );
+    }
+    for namespace in [own, Some(other_ns.as_str())] {
+        assert!(
+            !may_in(&sa, "events.k8s.io", "create", "events", namespace).await,
+            "must not create events in {namespace:?}"
+        );
+    }
     for (verb, resource, namespace) in [
         ("patch", "pods", wns),
         ("update", "pods", wns),

@@ -55,6 +55,9 @@ async fn a_fresh_process_lists_every_known_counter_at_zero() {
         r#"ottoscaler_kube_requests_total{verb="create",code="201"}"#,
         r#"ottoscaler_kube_requests_total{verb="create",code="error"}"#,
         r#"ottoscaler_kube_requests_total{verb="delete",code="200"}"#,
+        r#"ottoscaler_kube_events_total{result="published"}"#,
+        r#"ottoscaler_kube_events_total{result="failed"}"#,
+        r#"ottoscaler_kube_events_total{result="dropped"}"#,
     ] {
         zero.push(name.into());
     }

@@ -5,7 +5,9 @@
 //! - [`worker_pod`]: one pod's create -> watch -> outcome -> delete lifecycle.
 //! - [`pod_watcher`]: the one shared pod watch.
 //! - [`results_publisher`]: writes each result to the results stream, exactly once.
+//! - [`event_recorder`]: a Kubernetes Event on the pod of each worker that did not succeed.
 
+pub mod event_recorder;
 pub mod pod_watcher;
 pub mod redis_reader;
 pub mod results_publisher;

@@ -354,3 +354,19 @@ impl Handler<StopReading> for RedisReader {
         })
     }
 }
+
+impl Handler<crate::messages::health::Ping> for RedisReader {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::messages::health::Ping, _ctx: &mut Self::Context) {}
+}
+
+/// Blocks this actor's mailbox (not the thread) for the wedge's duration.
+#[cfg(any(test, feature = "test-hooks"))]
+impl Handler<crate::messages::health::Wedge> for RedisReader {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::messages::health::Wedge, ctx: &mut Self::Context) {
+        ctx.wait(actix::fut::wrap_future(tokio::time::sleep(msg.for_)));
+    }
+}

@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use crate::actors::worker_pod::{WorkerEnv, WorkerLinks, WorkerPodActor};
 use crate::ledger::{Admission, AfterStop, Ledger, Ready, Route, WorkerStart};
 use crate::lifecycle::Resume;
+use crate::messages::events::RecordWorkerEvent;
 use crate::messages::reader::IsEventPending;
 use crate::messages::supervisor::{
     EventAccepted, EventAcknowledged, EventRefused, GetStatus, StopIntake, SupervisorStatus,
@@ -477,12 +478,22 @@ impl Handler<WorkerFinished> for Supervisor {
 
     fn handle(&mut self, msg: WorkerFinished, _ctx: &mut Self::Context) -> Self::Result {
         if self.ledger.reported(&msg) {
-            let template = self.ledger.worker(&msg.pod).and_then(|w| w.template());
+            let worker = self.ledger.worker(&msg.pod);
             self.config.metrics.worker_finished(
                 msg.outcome.as_str(),
-                template,
+                worker.and_then(|w| w.template()),
                 Duration::from_millis(msg.duration_ms),
             );
+            // Best effort, never waited for: the results stream is the durable record.
+            if let Some(events) = &self.config.worker_env.events {
+                let uid = worker
+                    .and_then(|w| w.last.as_ref())
+                    .and_then(|o| o.uid.clone());
+                events.do_send(RecordWorkerEvent {
+                    result: msg.clone(),
+                    uid,
+                });
+            }
         }
         let send = self.config.results.send(msg);
         Box::pin(async move {
@@ -577,5 +588,21 @@ impl Handler<crate::messages::supervisor::FailWorker> for Supervisor {
         };
         addr.do_send(crate::messages::worker::InjectFailure { reason: msg.reason });
         true
+    }
+}
+
+impl Handler<crate::messages::health::Ping> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: crate::messages::health::Ping, _ctx: &mut Self::Context) {}
+}
+
+/// Blocks this actor's mailbox (not the thread) for the wedge's duration.
+#[cfg(any(test, feature = "test-hooks"))]
+impl Handler<crate::messages::health::Wedge> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: crate::messages::health::Wedge, ctx: &mut Self::Context) {
+        ctx.wait(actix::fut::wrap_future(tokio::time::sleep(msg.for_)));
     }
 }

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::ledger::WorkerStart;
 use crate::lifecycle::{Action, Clock, CreateAnswer, Deadlines, DeleteAnswer, Input, Lifecycle};
 use crate::messages::WorkerFinished;
+use crate::messages::events::RecordWorkerEvent;
 use crate::messages::supervisor::WorkerReport;
 use crate::messages::worker::{Cancel, DeleteAllowed, PodUpdate, Resync};
 use crate::metrics::Metrics;
@@ -51,6 +52,9 @@ pub struct WorkerEnv {
     pub metrics: Arc<Metrics>,
     /// `kubernetes.max_concurrent_creates` permits, one per create request in flight.
     pub create_slots: Arc<Semaphore>,
+    /// Where the Supervisor sends worker outcomes to become Kubernetes Events; `None`
+    /// when `kubernetes.events` is off.
+    pub events: Option<Recipient<RecordWorkerEvent>>,
 }
 
 impl WorkerEnv {
@@ -65,7 +69,15 @@ impl WorkerEnv {
             create_slots: Arc::new(Semaphore::new(
                 settings.kubernetes.max_concurrent_creates as usize,
             )),
+            events: None,
         }
+    }
+
+    /// With worker Events recorded through `events` (see
+    /// [`event_recorder::start`](crate::actors::event_recorder::start)).
+    pub fn with_events(mut self, events: Option<Recipient<RecordWorkerEvent>>) -> WorkerEnv {
+        self.events = events;
+        self
     }
 }
 

@@ -4,6 +4,8 @@
 //! typed, so a test can stand in for any actor by handling the same messages.
 
 pub mod event;
+pub mod events;
+pub mod health;
 pub mod reader;
 pub mod results;
 pub mod supervisor;

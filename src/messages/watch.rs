@@ -26,6 +26,9 @@ pub struct Terminated {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodObservation {
     pub name: String,
+    /// `metadata.uid`: what a Kubernetes Event on the pod refers to, so that
+    /// `kubectl describe pod` shows it.
+    pub uid: Option<String>,
     /// `ottoscaler.io/task-id` label.
     pub task_id: Option<String>,
     /// `ottoscaler.io/worker-index` label.
@@ -62,6 +65,7 @@ impl PodObservation {
     pub fn pending(name: &str) -> PodObservation {
         PodObservation {
             name: name.to_string(),
+            uid: None,
             task_id: None,
             worker_index: None,
             event_id: None,

@@ -166,6 +166,151 @@ fn overrides(env: &Env) -> Environment {
         .source(Some(vars))
 }
 
+/// An `OTTOSCALER_*` variable that names no setting (and is no Kubernetes service
+/// link): most likely a typo, which would otherwise be silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    pub name: String,
+    /// The known variable nearest to it by edit distance, when one is near enough.
+    pub closest: Option<String>,
+}
+
+impl std::fmt::Display for UnknownVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not a setting and is ignored", self.name)?;
+        match &self.closest {
+            Some(closest) => write!(f, "; did you mean {closest}?"),
+            None => write!(f, " (settings are OTTOSCALER_<SECTION>__<KEY>)"),
+        }
+    }
+}
+
+/// The `OTTOSCALER_*` variables of `env` that no setting reads, each with the nearest
+/// known name. Service links (`OTTOSCALER_SERVICE_HOST`, `OTTOSCALER_PORT_8080_TCP`...,
+/// injected for a Service named `ottoscaler*`) are not reported.
+pub fn unknown_variables(env: impl IntoIterator<Item = (String, String)>) -> Vec<UnknownVariable> {
+    let env = Env::new(env);
+    let roots = setting_roots();
+    let known = known_variables();
+    env.0
+        .keys()
+        .filter(|name| name.starts_with(&format!("{PREFIX}_")))
+        .filter(|name| name.as_str() != CONFIG_VAR && !is_service_link(name))
+        .filter(|name| !is_known(name, &roots, &known))
+        .map(|name| UnknownVariable {
+            name: name.clone(),
+            closest: closest(name, &known),
+        })
+        .collect()
+}
+
+/// Every variable naming one setting: `OTTOSCALER_<SECTION>__<KEY>` and top-level
+/// `OTTOSCALER_<KEY>`; template keys as `OTTOSCALER_TEMPLATES__<NAME>__<KEY>` with
+/// `<NAME>` standing for any template.
+fn known_variables() -> Vec<String> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(Settings::default()) else {
+        return Vec::new();
+    };
+    let mut known = vec![CONFIG_VAR.to_string()];
+    for (root, value) in &fields {
+        let root = root.to_uppercase();
+        match value.as_object() {
+            Some(_) if root == "TEMPLATES" => {
+                if let Ok(serde_json::Value::Object(keys)) =
+                    serde_json::to_value(super::TemplateSettings::default())
+                {
+                    known.extend(
+                        keys.keys()
+                            .map(|k| format!("{PREFIX}_TEMPLATES__<NAME>__{}", k.to_uppercase())),
+                    );
+                }
+            }
+            Some(section) => known.extend(
+                section
+                    .keys()
+                    .map(|k| format!("{PREFIX}_{root}__{}", k.to_uppercase())),
+            ),
+            None => known.push(format!("{PREFIX}_{root}")),
+        }
+    }
+    known
+}
+
+/// Whether `name` is read: a known variable, or any template key (whose name is free).
+fn is_known(name: &str, roots: &[(String, bool)], known: &[String]) -> bool {
+    if known.iter().any(|k| k == name) {
+        return true;
+    }
+    let template_key = name
+        .strip_prefix(&format!("{PREFIX}_TEMPLATES__"))
+        .and_then(|rest| rest.split_once("__"))
+        .map(|(_, key)| format!("{PREFIX}_TEMPLATES__<NAME>__{key}"));
+    // A key inside a known section that does not exist is refused by the load itself
+    // (deny_unknown_fields), which names it.
+    let in_section = roots.iter().any(|(root, is_section)| {
+        *is_section
+            && root != "TEMPLATES"
+            && name.strip_prefix(&format!("{PREFIX}_{root}__")).is_some()
+    });
+    in_section || template_key.is_some_and(|k| known.contains(&k))
+}
+
+/// `<SVC>_SERVICE_HOST`, `<SVC>_SERVICE_PORT[_<NAME>]`, `<SVC>_PORT` and
+/// `<SVC>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`, as the kubelet injects them.
+fn is_service_link(name: &str) -> bool {
+    if name.ends_with("_SERVICE_HOST") || name.contains("_SERVICE_PORT") || name.ends_with("_PORT")
+    {
+        return true;
+    }
+    let Some((_, tail)) = name.rsplit_once("_PORT_") else {
+        return false;
+    };
+    let mut parts = tail.split('_');
+    let port_ok = parts
+        .next()
+        .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let proto_ok = parts
+        .next()
+        .is_some_and(|p| matches!(p, "TCP" | "UDP" | "SCTP"));
+    let rest: Vec<&str> = parts.collect();
+    port_ok && proto_ok && matches!(rest.as_slice(), [] | ["PROTO"] | ["PORT"] | ["ADDR"])
+}
+
+/// The known variable nearest to `name`, when at most a third of its length away
+/// (a typo, not another word). Template keys are compared with the template name
+/// of `name` in place of `<NAME>`.
+fn closest(name: &str, known: &[String]) -> Option<String> {
+    let template = name
+        .strip_prefix(&format!("{PREFIX}_"))
+        .and_then(|rest| rest.split("__").nth(1))
+        .unwrap_or("DEFAULT");
+    known
+        .iter()
+        .map(|k| k.replace("<NAME>", template))
+        .map(|k| (edit_distance(name, &k), k))
+        .min()
+        .filter(|(distance, _)| *distance * 3 <= name.len().saturating_sub(PREFIX.len() + 1).max(3))
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// The top-level keys of [`Settings`], upper-cased, and whether each is a section.
 /// Read from the defaults so a new field needs no second list here.
 fn setting_roots() -> Vec<(String, bool)> {
@@ -405,6 +550,72 @@ mod tests {
         assert_eq!(keys.len(), 2, "{keys:?}");
         assert!(keys.contains(&"limits.max_workers".to_string()), "{keys:?}");
         assert!(keys.contains(&"shutdown_timeout".to_string()), "{keys:?}");
+    }
+
+    fn unknown(vars: &[(&str, &str)]) -> Vec<UnknownVariable> {
+        unknown_variables(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn a_mistyped_section_is_reported_with_the_closest_key() {
+        assert_eq!(
+            unknown(&[("OTTOSCALER_LIMIT__MAX_WORKERS", "20")]),
+            vec![UnknownVariable {
+                name: "OTTOSCALER_LIMIT__MAX_WORKERS".into(),
+                closest: Some("OTTOSCALER_LIMITS__MAX_WORKERS".into()),
+            }]
+        );
+        let typo = unknown(&[("OTTOSCALER_SHUTDOWN_TIMEOT", "5s")]);
+        assert_eq!(
+            typo[0].closest.as_deref(),
+            Some("OTTOSCALER_SHUTDOWN_TIMEOUT")
+        );
+        let template = unknown(&[("OTTOSCALER_TEMPLATE__GPU__IMAGE", "x")]);
+        assert_eq!(
+            template[0].closest.as_deref(),
+            Some("OTTOSCALER_TEMPLATES__GPU__IMAGE")
+        );
+        assert_eq!(
+            typo[0].to_string(),
+            "OTTOSCALER_SHUTDOWN_TIMEOT is not a setting and is ignored; did you mean OTTOSCALER_SHUTDOWN_TIMEOUT?"
+        );
+    }
+
+    #[test]
+    fn a_name_far_from_every_key_gets_no_suggestion() {
+        let far = unknown(&[("OTTOSCALER_ZZZZZZZZZZZZZZZZZZZZ", "1")]);
+        assert_eq!(far.len(), 1);
+        assert_eq!(far[0].closest, None);
+    }
+
+    #[test]
+    fn settings_service_links_and_other_variables_are_not_reported() {
+        assert_eq!(
+            unknown(&[
+                ("OTTOSCALER_LIMITS__MAX_WORKERS", "20"),
+                ("OTTOSCALER_SHUTDOWN_TIMEOUT", "5s"),
+                ("OTTOSCALER_CONFIG", "/etc/o.toml"),
+                ("OTTOSCALER_TEMPLATES__GPU__IMAGE", "agent:gpu"),
+                ("OTTOSCALER_SERVICE_HOST", "10.0.0.1"),
+                ("OTTOSCALER_SERVICE_PORT", "8080"),
+                ("OTTOSCALER_SERVICE_PORT_HTTP", "8080"),
+                ("OTTOSCALER_PORT", "tcp://10.0.0.1:8080"),
+                ("OTTOSCALER_PORT_8080_TCP", "tcp://10.0.0.1:8080"),
+                ("OTTOSCALER_PORT_8080_TCP_ADDR", "10.0.0.1"),
+                ("OTTOSCALER_METRICS_SERVICE_HOST", "10.0.0.2"),
+                ("REDIS_HOST", "redis"),
+                ("PATH", "/bin"),
+            ]),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_and_substitutions() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("LIMIT", "LIMITS"), 1);
+        assert_eq!(edit_distance("same", "same"), 0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::{DEFAULT_TEMPLATE, Settings};
+use super::{DEFAULT_TEMPLATE, Settings, TemplateSettings, TolerationSettings};
 
 /// A setting that cannot be used. The message always starts with the key (or the config
 /// file) so an operator knows what to fix.
@@ -46,7 +46,7 @@ impl Settings {
             kubernetes,
             limits,
             worker,
-            http: _,
+            http,
             templates,
         } = self;
         positive("shutdown_timeout", *shutdown_timeout)?;
@@ -97,6 +97,14 @@ impl Settings {
             1,
         )?;
 
+        at_least(
+            "kubernetes.events_per_second",
+            kubernetes.events_per_second.into(),
+            1,
+        )?;
+        at_least("kubernetes.events_burst", kubernetes.events_burst.into(), 1)?;
+        at_least("kubernetes.events_queue", kubernetes.events_queue.into(), 1)?;
+
         at_least("limits.max_workers", limits.max_workers.into(), 1)?;
         at_least(
             "limits.max_pods_per_event",
@@ -114,6 +122,7 @@ impl Settings {
             ));
         }
 
+        positive("http.liveness_timeout", http.liveness_timeout)?;
         positive("worker.pending_timeout", worker.pending_timeout)?;
         if limits.settle_timeout <= worker.pending_timeout {
             return Err(ConfigError::invalid(
@@ -141,6 +150,7 @@ impl Settings {
             ));
         }
         for (name, template) in templates {
+            pod_options(name, template)?;
             match &template.pod_spec_file {
                 Some(path) if !Path::new(path).is_file() => {
                     return Err(ConfigError::invalid(
@@ -160,6 +170,145 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The pod options of a simple template (docs/contract.md section 3). With a
+/// `pod_spec_file` they must stay unset: the file says them, and a key silently ignored
+/// would be worse than an error.
+fn pod_options(name: &str, t: &TemplateSettings) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("templates.{name}.{field}");
+    if t.pod_spec_file.is_some() {
+        let set = [
+            ("node_selector", !t.node_selector.is_empty()),
+            ("tolerations", !t.tolerations.is_empty()),
+            ("env", !t.env.is_empty()),
+            ("service_account_name", !t.service_account_name.is_empty()),
+            ("image_pull_secrets", !t.image_pull_secrets.is_empty()),
+            ("priority_class_name", !t.priority_class_name.is_empty()),
+        ];
+        if let Some((field, _)) = set.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::invalid(
+                &key(field),
+                "cannot be used with pod_spec_file: set it in the PodSpec file",
+            ));
+        }
+    }
+    for (label, value) in &t.node_selector {
+        if !is_qualified_name(label) || !is_label_value(value) {
+            return Err(ConfigError::invalid(
+                &key("node_selector"),
+                format!("{label:?}={value:?} is not a valid label"),
+            ));
+        }
+    }
+    for (i, toleration) in t.tolerations.iter().enumerate() {
+        self::toleration(toleration)
+            .map_err(|m| ConfigError::invalid(&key(&format!("tolerations[{i}]")), m))?;
+    }
+    for var in t.env.keys() {
+        if !is_env_name(var) {
+            return Err(ConfigError::invalid(
+                &key("env"),
+                format!(
+                    "{var:?} is not a valid variable name (letters, digits, '_', '-', '.'; not starting with a digit)"
+                ),
+            ));
+        }
+        if var.starts_with("OTTO_") {
+            return Err(ConfigError::invalid(
+                &key("env"),
+                format!("{var:?}: OTTO_* variables are ottoscaler's own"),
+            ));
+        }
+    }
+    for (field, value) in [
+        ("service_account_name", &t.service_account_name),
+        ("priority_class_name", &t.priority_class_name),
+    ] {
+        if !value.is_empty() && !is_dns_subdomain(value) {
+            return Err(ConfigError::invalid(
+                &key(field),
+                format!(
+                    "{value:?} is not a valid name (lowercase letters, digits, '-' and '.', at most 253)"
+                ),
+            ));
+        }
+    }
+    if let Some(secret) = t.image_pull_secrets.iter().find(|s| !is_dns_subdomain(s)) {
+        return Err(ConfigError::invalid(
+            &key("image_pull_secrets"),
+            format!("{secret:?} is not a valid Secret name"),
+        ));
+    }
+    Ok(())
+}
+
+/// The rules the API server applies to a toleration, so a bad one fails at start and
+/// not at the first create.
+fn toleration(t: &TolerationSettings) -> Result<(), String> {
+    let exists = match t.operator.as_str() {
+        "" | "Equal" => false,
+        "Exists" => true,
+        other => return Err(format!("operator {other:?} must be Equal or Exists")),
+    };
+    if exists && !t.value.is_empty() {
+        return Err("value must be empty when operator is Exists".into());
+    }
+    if t.key.is_empty() && !exists {
+        return Err("an empty key needs operator Exists".into());
+    }
+    if !t.key.is_empty() && !is_qualified_name(&t.key) {
+        return Err(format!("key {:?} is not a valid taint key", t.key));
+    }
+    if !matches!(
+        t.effect.as_str(),
+        "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+    ) {
+        return Err(format!(
+            "effect {:?} must be NoSchedule, PreferNoSchedule, NoExecute or empty",
+            t.effect
+        ));
+    }
+    if t.toleration_seconds.is_some() && t.effect != "NoExecute" {
+        return Err("toleration_seconds needs effect NoExecute".into());
+    }
+    Ok(())
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
+/// letters, digits, '-', '_' and '.', alphanumeric at both ends.
+fn is_qualified_name(s: &str) -> bool {
+    let (prefix, name) = match s.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, s),
+    };
+    prefix.is_none_or(is_dns_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+/// A label value: empty, or at most 63 letters, digits, '-', '_' and '.', alphanumeric
+/// at both ends.
+fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.is_empty()
+        || (b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric())
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A container variable name as the API server accepts it.
+fn is_env_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
 }
 
 /// Scheme and host only; the message never repeats the URL, which may hold a password.
@@ -246,10 +395,10 @@ fn is_dns_label(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::TemplateSettings;
     use super::*;
 
     type Change = Box<dyn FnOnce(&mut Settings)>;
+    type TemplateChange = Box<dyn FnOnce(&mut TemplateSettings)>;
 
     fn error_of(change: impl FnOnce(&mut Settings)) -> String {
         let mut settings = Settings::default();
@@ -318,6 +467,18 @@ mod tests {
             ("kubernetes.qps", Box::new(|s| s.kubernetes.qps = 0)),
             ("kubernetes.burst", Box::new(|s| s.kubernetes.burst = 0)),
             (
+                "kubernetes.events_per_second",
+                Box::new(|s| s.kubernetes.events_per_second = 0),
+            ),
+            (
+                "kubernetes.events_burst",
+                Box::new(|s| s.kubernetes.events_burst = 0),
+            ),
+            (
+                "kubernetes.events_queue",
+                Box::new(|s| s.kubernetes.events_queue = 0),
+            ),
+            (
                 "kubernetes.max_concurrent_creates",
                 Box::new(|s| s.kubernetes.max_concurrent_creates = 0),
             ),
@@ -363,6 +524,122 @@ mod tests {
             let err = error_of(change);
             assert!(err.starts_with(&format!("{key}: ")), "{key}: {err}");
         }
+    }
+
+    fn with_template(change: impl FnOnce(&mut TemplateSettings)) -> String {
+        error_of(|s| {
+            let mut t = TemplateSettings {
+                image: "agent:1".into(),
+                ..Default::default()
+            };
+            change(&mut t);
+            s.templates.insert("arm".into(), t);
+        })
+    }
+
+    #[test]
+    fn bad_pod_options_of_a_simple_template_name_their_key() {
+        let toleration =
+            |operator: &str, value: &str, effect: &str, secs: Option<i64>| TolerationSettings {
+                key: "ci".into(),
+                operator: operator.into(),
+                value: value.into(),
+                effect: effect.into(),
+                toleration_seconds: secs,
+            };
+        let cases: Vec<(&str, TemplateChange)> = vec![
+            (
+                "templates.arm.node_selector: ",
+                Box::new(|t| {
+                    t.node_selector.insert("bad key!".into(), "x".into());
+                }),
+            ),
+            (
+                "templates.arm.tolerations[0]: operator \"In\"",
+                Box::new(move |t| t.tolerations.push(toleration("In", "", "", None))),
+            ),
+            (
+                "templates.arm.tolerations[0]: value must be empty",
+                Box::new(move |t| t.tolerations.push(toleration("Exists", "x", "", None))),
+            ),
+            (
+                "templates.arm.tolerations[0]: effect",
+                Box::new(move |t| t.tolerations.push(toleration("Equal", "x", "NoRun", None))),
+            ),
+            (
+                "templates.arm.tolerations[0]: toleration_seconds needs effect NoExecute",
+                Box::new(move |t| {
+                    t.tolerations
+                        .push(toleration("Equal", "x", "NoSchedule", Some(5)))
+                }),
+            ),
+            (
+                "templates.arm.env: \"OTTO_TASK_ID\"",
+                Box::new(|t| {
+                    t.env.insert("OTTO_TASK_ID".into(), "x".into());
+                }),
+            ),
+            (
+                "templates.arm.env: \"1X\"",
+                Box::new(|t| {
+                    t.env.insert("1X".into(), "x".into());
+                }),
+            ),
+            (
+                "templates.arm.service_account_name: ",
+                Box::new(|t| t.service_account_name = "Builder".into()),
+            ),
+            (
+                "templates.arm.priority_class_name: ",
+                Box::new(|t| t.priority_class_name = "low_prio".into()),
+            ),
+            (
+                "templates.arm.image_pull_secrets: ",
+                Box::new(|t| t.image_pull_secrets.push("Creds".into())),
+            ),
+            (
+                "templates.arm.priority_class_name: cannot be used with pod_spec_file",
+                Box::new(|t| {
+                    t.pod_spec_file = Some("/etc/hostname".into());
+                    t.priority_class_name = "low".into();
+                }),
+            ),
+        ];
+        for (start, change) in cases {
+            let err = with_template(change);
+            assert!(err.starts_with(start), "{start}: {err}");
+        }
+    }
+
+    #[test]
+    fn good_pod_options_are_accepted() {
+        let mut settings = Settings::default();
+        settings.templates.insert(
+            "arm".into(),
+            TemplateSettings {
+                image: "agent:1".into(),
+                node_selector: [("kubernetes.io/arch".to_string(), "arm64".to_string())].into(),
+                tolerations: vec![
+                    TolerationSettings {
+                        operator: "Exists".into(),
+                        ..Default::default()
+                    },
+                    TolerationSettings {
+                        key: "example.com/ci".into(),
+                        value: "yes".into(),
+                        effect: "NoExecute".into(),
+                        toleration_seconds: Some(30),
+                        ..Default::default()
+                    },
+                ],
+                env: [("GRADLE_OPTS".to_string(), "-Xmx2g".to_string())].into(),
+                service_account_name: "builder".into(),
+                image_pull_secrets: vec!["registry-creds".into()],
+                priority_class_name: "ci-low".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(settings.validate(), Ok(()));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
 
+use ::ottoscaler::actors::event_recorder;
 use ::ottoscaler::actors::pod_watcher::PodWatcher;
 use ::ottoscaler::actors::supervisor::{Supervisor, SupervisorConfig};
 use ::ottoscaler::actors::worker_pod::WorkerEnv;
@@ -232,18 +233,25 @@ impl Harness {
             restart_backoff,
         } = options;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-        let actor_pods: Api<Pod> =
-            Api::namespaced(actors_client.unwrap_or_else(|| client.clone()), &namespace);
+        let actor_pods: Api<Pod> = Api::namespaced(
+            actors_client.clone().unwrap_or_else(|| client.clone()),
+            &namespace,
+        );
         let metrics = Arc::new(Metrics::default());
         let templates: BTreeMap<String, PodTemplate> =
             resolve_templates(&settings).expect("test templates resolve");
         let collector = Collector(results.clone()).start();
         let supervisor = Supervisor::new(SupervisorConfig {
-            worker_env: Arc::new(WorkerEnv::new(
-                actor_pods.clone(),
-                &settings,
-                metrics.clone(),
-            )),
+            worker_env: Arc::new(
+                WorkerEnv::new(actor_pods.clone(), &settings, metrics.clone()).with_events(
+                    event_recorder::start(
+                        actors_client.unwrap_or_else(|| client.clone()),
+                        &namespace,
+                        &settings,
+                        metrics.clone(),
+                    ),
+                ),
+            ),
             templates,
             max_workers: settings.limits.max_workers as usize,
             settle_timeout: settings.limits.settle_timeout,
