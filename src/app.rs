@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use tracing::{info, warn};
 
+use crate::actors::leader::{ElectorConfig, LeaderElector};
 use crate::actors::pod_watcher::PodWatcher;
 use crate::actors::redis_reader::{ReaderConfig, RedisReader};
 use crate::actors::results_publisher::{PublisherConfig, ResultsPublisher};
@@ -18,13 +19,17 @@ use crate::actors::supervisor::{Supervisor, SupervisorConfig};
 use crate::actors::worker_pod::WorkerEnv;
 use crate::http::{self, Health};
 use crate::kube_client;
+use crate::lease::Fence;
 use crate::messages::EventLimits;
+use crate::messages::leader::ReleaseLease;
 use crate::messages::reader::StopReading;
 use crate::messages::supervisor::{GetStatus, StopIntake};
 use crate::metrics::Metrics;
 use crate::pods::resolve_templates;
 use crate::settings::Settings;
 
+/// How long the Lease release on shutdown may take.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often readiness follows the Supervisor's view of the pod watch.
 const READINESS_PERIOD: Duration = Duration::from_millis(500);
 
@@ -39,6 +44,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         // Read by WorkerEnv::new, as are kubernetes.max_concurrent_creates and templates.
         worker: _,
         http: http_settings,
+        ha,
         templates: _,
     } = &settings;
     let templates = resolve_templates(&settings)?;
@@ -58,6 +64,18 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         max_workers = limits.max_workers,
         "ottoscaler starting"
     );
+    // Without election the fence is always open; with it, only the Lease opens it.
+    let fence = Arc::new(if ha.enabled {
+        Fence::closed()
+    } else {
+        Fence::always_open()
+    });
+    let lease_namespace = if ha.lease_namespace.is_empty() {
+        client.default_namespace().to_string()
+    } else {
+        ha.lease_namespace.clone()
+    };
+    let leases = Api::namespaced(client.clone(), &lease_namespace);
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
 
     let server = http::serve(http_settings.addr, health.clone(), metrics.clone())
@@ -65,8 +83,9 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     let server_handle = server.handle();
     actix_rt::spawn(server);
 
-    let publisher =
-        ResultsPublisher::new(PublisherConfig::from_settings(redis), metrics.clone()).start();
+    let publisher = ResultsPublisher::new(PublisherConfig::from_settings(redis), metrics.clone())
+        .with_fence(fence.clone())
+        .start();
 
     // The Supervisor and the reader know each other: the reader sends events, the
     // Supervisor asks the reader whether adopted events are still pending. The
@@ -81,7 +100,8 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
             .map(String::from)
             .collect(),
     };
-    let reader_config = ReaderConfig::from_settings(redis, consumer);
+    let reader_config = ReaderConfig::from_settings(redis, consumer.clone());
+    let reader_fence = fence.clone();
     let reader_metrics = metrics.clone();
     let reader_health = health.clone();
     let reader_supervisor = supervisor_addr.clone();
@@ -96,9 +116,12 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
             reader_health,
             limits_for_events,
         )
+        .with_fence(reader_fence.clone())
     });
-    let supervisor = supervisor_ctx.run(Supervisor::new(SupervisorConfig {
-        worker_env: Arc::new(WorkerEnv::new(pods.clone(), &settings, metrics.clone())),
+    let supervisor_config = SupervisorConfig {
+        worker_env: Arc::new(
+            WorkerEnv::new(pods.clone(), &settings, metrics.clone()).with_fence(fence.clone()),
+        ),
         templates,
         max_workers: limits.max_workers as usize,
         settle_timeout: limits.settle_timeout,
@@ -106,8 +129,35 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         results: publisher.recipient(),
         pending_checker: Some(reader.clone().recipient()),
         metrics: metrics.clone(),
-    }));
+    };
+    // A standby Supervisor follows the pod watch but adopts nothing until it leads.
+    let supervisor = supervisor_ctx.run(if ha.enabled {
+        Supervisor::standby(supervisor_config)
+    } else {
+        Supervisor::new(supervisor_config)
+    });
     let _watcher = PodWatcher::new(pods, supervisor.clone().recipient()).start();
+
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+    let elector = if ha.enabled {
+        info!(lease = %ha.lease_name, namespace = %lease_namespace, "leader election on");
+        Some(
+            LeaderElector::new(
+                leases,
+                ElectorConfig::from_settings(ha, consumer.clone()),
+                fence.clone(),
+                metrics.clone(),
+                vec![supervisor.clone().recipient(), reader.clone().recipient()],
+                lost_tx,
+            )
+            .start(),
+        )
+    } else {
+        warn!("ha.enabled = false: this replica acts alone; run only one");
+        metrics.set_leader(true);
+        drop(lost_tx);
+        None
+    };
 
     // Kubernetes readiness is the pod watch being up (its list done, no recent error),
     // as the Supervisor sees it; no API requests are spent on probing.
@@ -123,15 +173,28 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         })
     };
 
-    wait_for_signal().await;
+    // Ends on a signal, or when leadership is lost (then the fence is already closed).
+    let lost = tokio::select! {
+        () = wait_for_signal() => None,
+        why = lost_rx, if elector.is_some() => {
+            Some(why.unwrap_or_else(|_| "the leader elector stopped".to_string()))
+        }
+    };
+    if let Some(why) = lost {
+        readiness.abort();
+        health.set_kube(false);
+        server_handle.stop(false).await;
+        anyhow::bail!("lost leadership ({why}); exiting so that a fresh standby starts");
+    }
 
     // Shutdown, within `shutdown_timeout` (docs/contract.md section 6):
     // 1. readiness goes down, so no new traffic is routed here;
     // 2. the reader stops reading and waits for in-flight events to be answered and
     //    acknowledged (what is not answered stays pending and is redelivered);
     // 3. the Supervisor takes no more events; workers are left alone, and their pods
-    //    keep running for the next instance to adopt;
-    // 4. the HTTP server stops; the process exits 0.
+    //    keep running for the next instance (or the standby) to adopt;
+    // 4. with election, the Lease is released;
+    // 5. the HTTP server stops; the process exits 0.
     info!(timeout = ?shutdown_timeout, "shutting down");
     readiness.abort();
     health.set_kube(false);
@@ -153,6 +216,19 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         Err(_) => warn!("reader stop timed out"),
     }
     let _ = supervisor.send(StopIntake).await;
+    // 4. The fence closes first, then the holder is cleared: the standby takes over at
+    //    once rather than after ha.lease_duration.
+    if let Some(elector) = &elector {
+        let release = elector.send(ReleaseLease {
+            timeout: RELEASE_TIMEOUT,
+        });
+        match tokio::time::timeout(RELEASE_TIMEOUT * 2, release).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "Lease not released"),
+            Ok(Err(e)) => warn!(error = %e, "the leader elector did not answer the release"),
+            Err(_) => warn!("Lease release timed out"),
+        }
+    }
     server_handle.stop(true).await;
     info!("ottoscaler stopped");
     Ok(())

@@ -19,6 +19,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret, ServiceAccount};
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -196,7 +197,7 @@ async fn assert_server_dry_run_accepts(dir: &str, expected: &[&str]) {
     assert_eq!(deployment.stdout.trim(), "", "a dry run created objects");
 }
 
-const BASE_OBJECTS: [&str; 7] = [
+const BASE_OBJECTS: [&str; 8] = [
     "namespace/ottoscaler",
     "serviceaccount/ottoscaler",
     "role.rbac.authorization.k8s.io/ottoscaler",
@@ -204,6 +205,7 @@ const BASE_OBJECTS: [&str; 7] = [
     "configmap/ottoscaler-config-<hash>",
     "service/ottoscaler",
     "deployment.apps/ottoscaler",
+    "poddisruptionbudget.policy/ottoscaler",
 ];
 
 #[tokio::test]
@@ -587,6 +589,22 @@ fn is_entry_id(line: &str) -> bool {
 /// Asks the API server whether the caller of `client` may do `verb` on `resource`
 /// (`pods` or a subresource as `pods/exec`; `namespace` None: cluster-wide).
 async fn may(client: &Client, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
+    may_named(client, verb, resource, namespace, None).await
+}
+
+/// [`may`] for one object: `resource` as `group/resource` for API groups
+/// (`coordination.k8s.io/leases`) and `name` the object's name.
+async fn may_named(
+    client: &Client,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
+    let (group, resource) = match resource.rsplit_once('/') {
+        Some((group, resource)) if group.contains('.') => (Some(group.to_string()), resource),
+        _ => (None, resource),
+    };
     let (resource, subresource) = match resource.split_once('/') {
         Some((resource, sub)) => (resource, Some(sub.to_string())),
         None => (resource, None),
@@ -597,6 +615,8 @@ async fn may(client: &Client, verb: &str, resource: &str, namespace: Option<&str
                 verb: Some(verb.to_string()),
                 resource: Some(resource.to_string()),
                 subresource,
+                group,
+                name: name.map(str::to_string),
                 namespace: namespace.map(str::to_string),
                 ..ResourceAttributes::default()
             }),
@@ -757,7 +777,21 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
         "the API server refused a request ottoscaler made:\n{log_text}"
     );
 
-    // The same identity: refused for anything beyond its pods.
+    // Under that identity it also led: it created the Lease in its namespace, and
+    // released it on SIGTERM (holder cleared).
+    let lease = Api::<Lease>::namespaced(admin.clone(), &ns)
+        .get("ottoscaler")
+        .await
+        .expect("the Lease ottoscaler exists");
+    let spec = lease.spec.unwrap_or_default();
+    assert_eq!(spec.holder_identity, None, "released on SIGTERM: {spec:?}");
+    assert_eq!(spec.lease_duration_seconds, Some(1), "{spec:?}");
+    assert!(
+        log_text.contains("acquired the Lease") && log_text.contains("released the Lease"),
+        "{log_text}"
+    );
+
+    // The same identity: refused for anything beyond its pods and its Lease.
     let sa = client_from_kubeconfig(&kubeconfig).await;
     assert_forbidden(
         Api::<Secret>::namespaced(sa.clone(), &ns)
@@ -791,6 +825,37 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
     for verb in ["create", "get", "list", "watch", "delete"] {
         assert!(may(&sa, verb, "pods", Some(&ns)).await, "may {verb} pods");
     }
+    const LEASES: &str = "coordination.k8s.io/leases";
+    assert!(
+        may(&sa, "create", LEASES, Some(&ns)).await,
+        "may create leases"
+    );
+    for verb in ["get", "update", "list", "watch"] {
+        assert!(
+            may_named(&sa, verb, LEASES, Some(&ns), Some("ottoscaler")).await,
+            "may {verb} the Lease ottoscaler"
+        );
+        assert!(
+            !may_named(&sa, verb, LEASES, Some(&ns), Some("someone-elses")).await,
+            "must not {verb} another Lease"
+        );
+    }
+    for (verb, name) in [
+        ("list", None),
+        ("watch", None),
+        ("patch", Some("ottoscaler")),
+        ("delete", Some("ottoscaler")),
+        ("deletecollection", None),
+    ] {
+        assert!(
+            !may_named(&sa, verb, LEASES, Some(&ns), name).await,
+            "must not {verb} leases ({name:?})"
+        );
+    }
+    assert!(
+        !may_named(&sa, "get", LEASES, Some(&other_ns), Some("ottoscaler")).await,
+        "must not get the Lease of another namespace"
+    );
     for (verb, resource, namespace) in [
         ("patch", "pods", Some(ns.as_str())),
         ("update", "pods", Some(ns.as_str())),

@@ -4,6 +4,7 @@
 //! typed, so a test can stand in for any actor by handling the same messages.
 
 pub mod event;
+pub mod leader;
 pub mod reader;
 pub mod results;
 pub mod supervisor;
