@@ -104,13 +104,19 @@ pub struct LeaderElector {
     /// The holder last logged, so every change is logged once.
     last_holder: Option<String>,
     next: Option<SpawnHandle>,
+    /// The Lease as this replica last wrote it, while it leads: a renewal replaces it
+    /// at once (one request, not a GET first). A conflict drops it.
+    own: Option<Lease>,
 }
 
 /// What one attempt found and did.
 enum Attempt {
     /// This replica holds the Lease now; `acquired`: it just took it (with the previous
     /// holder), rather than renewing.
-    Leading { acquired: Option<Option<String>> },
+    Leading {
+        acquired: Option<Option<String>>,
+        lease: Box<Lease>,
+    },
     /// Another replica holds it (`None`: nobody, it is being created).
     Standby {
         holder: Option<String>,
@@ -144,6 +150,7 @@ impl LeaderElector {
             observed: None,
             last_holder: None,
             next: None,
+            own: None,
         }
     }
 
@@ -167,8 +174,9 @@ impl LeaderElector {
         let leases = self.leases.clone();
         let config = self.config.clone();
         let observed = self.observed.clone();
+        let own = self.own.take().filter(|_| self.leading);
         let fut = async move {
-            tokio::time::timeout(CALL_TIMEOUT * 2, attempt(&leases, &config, observed))
+            tokio::time::timeout(CALL_TIMEOUT * 2, attempt(&leases, &config, observed, own))
                 .await
                 .unwrap_or_else(|_| Err("no answer in time".to_string()))
         };
@@ -204,8 +212,13 @@ impl LeaderElector {
         ctx: &mut Context<Self>,
     ) {
         match res {
-            Ok(Attempt::Leading { acquired }) => {
+            Ok(Attempt::Leading { acquired, lease }) => {
                 self.observed = None;
+                self.own = Some(*lease);
+                let took = started.elapsed();
+                if took > self.config.retry_period {
+                    warn!(lease = %self.config.lease_name, ?took, "slow Lease write");
+                }
                 self.fence.open_until(started + self.config.renew_deadline);
                 self.log_holder(Some(self.config.identity.clone()));
                 if let Some(previous) = acquired.filter(|_| !self.leading) {
@@ -345,16 +358,17 @@ impl StreamHandler<LeaseSeen> for LeaderElector {
     }
 }
 
-/// Get, decide, write.
+/// Get (unless `own`, the leader's last write, stands for it), decide, write.
 async fn attempt(
     leases: &Api<Lease>,
     config: &ElectorConfig,
     observed: Option<Observation>,
+    own: Option<Lease>,
 ) -> Result<Attempt, String> {
-    let current = tokio::time::timeout(CALL_TIMEOUT, leases.get_opt(&config.lease_name))
-        .await
-        .map_err(|_| "GET: no answer in time".to_string())?
-        .map_err(|e| format!("GET: {}", retry::describe(&e)))?;
+    let current = match own {
+        Some(lease) => Some(lease),
+        None => get(leases, &config.lease_name).await?,
+    };
     let record = current.as_ref().map(record_of);
     let (observation, unchanged_for) = match &record {
         Some(r) => {
@@ -390,8 +404,9 @@ async fn attempt(
                     .await
                     .map_err(|_| "CREATE: no answer in time".to_string())?;
             return match created {
-                Ok(_) => Ok(Attempt::Leading {
+                Ok(lease) => Ok(Attempt::Leading {
                     acquired: Some(None),
+                    lease: Box::new(lease),
                 }),
                 Err(e) if retry::status_code(&e) == Some(409) => Ok(Attempt::Conflict),
                 Err(e) => Err(format!("CREATE: {}", retry::describe(&e))),
@@ -423,13 +438,25 @@ async fn attempt(
         (Decision::Renew | Decision::Acquire { .. }, None) => return Ok(Attempt::Conflict),
     };
     match replace(leases, &config.lease_name, &write).await? {
-        true => Ok(Attempt::Leading { acquired }),
-        false => Ok(Attempt::Conflict),
+        Some(lease) => Ok(Attempt::Leading {
+            acquired,
+            lease: Box::new(lease),
+        }),
+        None => Ok(Attempt::Conflict),
     }
 }
 
-/// REPLACE with the resourceVersion read: `Ok(false)` on a conflict (someone wrote first).
-async fn replace(leases: &Api<Lease>, name: &str, lease: &Lease) -> Result<bool, String> {
+/// GET of the Lease, with a timeout.
+async fn get(leases: &Api<Lease>, name: &str) -> Result<Option<Lease>, String> {
+    tokio::time::timeout(CALL_TIMEOUT, leases.get_opt(name))
+        .await
+        .map_err(|_| "GET: no answer in time".to_string())?
+        .map_err(|e| format!("GET: {}", retry::describe(&e)))
+}
+
+/// REPLACE with the resourceVersion read: the Lease written, `Ok(None)` on a conflict
+/// (someone wrote first).
+async fn replace(leases: &Api<Lease>, name: &str, lease: &Lease) -> Result<Option<Lease>, String> {
     let res = tokio::time::timeout(
         CALL_TIMEOUT,
         leases.replace(name, &PostParams::default(), lease),
@@ -437,8 +464,8 @@ async fn replace(leases: &Api<Lease>, name: &str, lease: &Lease) -> Result<bool,
     .await
     .map_err(|_| "REPLACE: no answer in time".to_string())?;
     match res {
-        Ok(_) => Ok(true),
-        Err(e) if retry::status_code(&e) == Some(409) => Ok(false),
+        Ok(written) => Ok(Some(written)),
+        Err(e) if retry::status_code(&e) == Some(409) => Ok(None),
         Err(e) => Err(format!("REPLACE: {}", retry::describe(&e))),
     }
 }
@@ -461,11 +488,7 @@ fn record_of(lease: &Lease) -> LeaseRecord {
 /// does not. Retries a conflict with a renewal that was in flight.
 async fn release(leases: &Api<Lease>, config: &ElectorConfig) -> Result<bool, String> {
     for _ in 0..RELEASE_ATTEMPTS {
-        let current = tokio::time::timeout(CALL_TIMEOUT, leases.get_opt(&config.lease_name))
-            .await
-            .map_err(|_| "GET: no answer in time".to_string())?
-            .map_err(|e| format!("GET: {}", retry::describe(&e)))?;
-        let Some(mut lease) = current else {
+        let Some(mut lease) = get(leases, &config.lease_name).await? else {
             return Ok(false);
         };
         if record_of(&lease).holder() != Some(config.identity.as_str()) {
@@ -475,7 +498,7 @@ async fn release(leases: &Api<Lease>, config: &ElectorConfig) -> Result<bool, St
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
-        if replace(leases, &config.lease_name, &lease).await? {
+        if replace(leases, &config.lease_name, &lease).await?.is_some() {
             return Ok(true);
         }
     }
