@@ -1,7 +1,7 @@
 //! The `run` command: wires settings, clients and actors together, serves HTTP, and
 //! shuts down in order on SIGTERM/SIGINT.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +21,12 @@ use crate::http::{self, Health};
 use crate::kube_client;
 use crate::lease::Fence;
 use crate::messages::EventLimits;
-use crate::messages::leader::ReleaseLease;
+use crate::messages::leader::{LeadershipAcquired, ReleaseLease};
 use crate::messages::reader::StopReading;
 use crate::messages::supervisor::{GetStatus, StopIntake};
 use crate::metrics::Metrics;
 use crate::pods::resolve_templates;
-use crate::settings::Settings;
+use crate::settings::{KubernetesSettings, Settings};
 
 /// How long the Lease release on shutdown may take.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -75,7 +75,6 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     } else {
         ha.lease_namespace.clone()
     };
-    let leases = Api::namespaced(client.clone(), &lease_namespace);
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
 
     let server = http::serve(http_settings.addr, health.clone(), metrics.clone())
@@ -141,17 +140,17 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
     let elector = if ha.enabled {
         info!(lease = %ha.lease_name, namespace = %lease_namespace, "leader election on");
-        Some(
-            LeaderElector::new(
-                leases,
-                ElectorConfig::from_settings(ha, consumer.clone()),
-                fence.clone(),
-                metrics.clone(),
-                vec![supervisor.clone().recipient(), reader.clone().recipient()],
-                lost_tx,
-            )
-            .start(),
-        )
+        let elector = ElectorStart {
+            kubernetes: kubernetes.clone(),
+            kubeconfig: kubeconfig.map(Path::to_path_buf),
+            namespace: lease_namespace,
+            config: ElectorConfig::from_settings(ha, consumer.clone()),
+            fence: fence.clone(),
+            metrics: metrics.clone(),
+            followers: vec![supervisor.clone().recipient(), reader.clone().recipient()],
+            lost: lost_tx,
+        };
+        Some(elector.start().await?)
     } else {
         warn!("ha.enabled = false: this replica acts alone; run only one");
         metrics.set_leader(true);
@@ -218,7 +217,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     let _ = supervisor.send(StopIntake).await;
     // 4. The fence closes first, then the holder is cleared: the standby takes over at
     //    once rather than after ha.lease_duration.
-    if let Some(elector) = &elector {
+    if let Some((elector, _)) = &elector {
         let release = elector.send(ReleaseLease {
             timeout: RELEASE_TIMEOUT,
         });
@@ -230,8 +229,60 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         }
     }
     server_handle.stop(true).await;
+    if let Some((_, arbiter)) = elector {
+        arbiter.stop();
+    }
     info!("ottoscaler stopped");
     Ok(())
+}
+
+/// What the [`LeaderElector`] is started with.
+struct ElectorStart {
+    kubernetes: KubernetesSettings,
+    kubeconfig: Option<PathBuf>,
+    namespace: String,
+    config: ElectorConfig,
+    fence: Arc<Fence>,
+    metrics: Arc<Metrics>,
+    followers: Vec<Recipient<LeadershipAcquired>>,
+    lost: tokio::sync::oneshot::Sender<String>,
+}
+
+impl ElectorStart {
+    /// Starts the elector on an arbiter (thread) of its own, with a Kubernetes client
+    /// made there, so its connection and its renewals run on that thread: a main thread
+    /// busy with a take-over's burst of events and pods cannot delay a renewal past the
+    /// renew deadline.
+    async fn start(self) -> anyhow::Result<(Addr<LeaderElector>, Arbiter)> {
+        let arbiter = Arbiter::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let started = arbiter.spawn(async move {
+            let made = kube_client::client(
+                &self.kubernetes,
+                self.kubeconfig.as_deref(),
+                self.metrics.clone(),
+            )
+            .await
+            .map(|(client, _)| {
+                LeaderElector::new(
+                    Api::namespaced(client, &self.namespace),
+                    self.config,
+                    self.fence,
+                    self.metrics,
+                    self.followers,
+                    self.lost,
+                )
+                .start()
+            });
+            let _ = tx.send(made);
+        });
+        anyhow::ensure!(started, "cannot start the leader elector's thread");
+        let addr = rx
+            .await
+            .context("the leader elector's thread stopped")?
+            .context("connecting the leader elector to Kubernetes")?;
+        Ok((addr, arbiter))
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes' stop) or SIGINT (Ctrl-C).

@@ -114,6 +114,8 @@ pub struct Options {
     pub settings: Settings,
     pub results: Collected,
     pub restart_backoff: Backoff,
+    /// A standby Supervisor (leader election): it adopts nothing until it leads.
+    pub standby: bool,
 }
 
 impl Options {
@@ -130,6 +132,7 @@ impl Options {
             settings: settings.clone(),
             results,
             restart_backoff: Backoff::RESTART,
+            standby: false,
         }
     }
 }
@@ -229,6 +232,7 @@ impl Harness {
             settings,
             results,
             restart_backoff,
+            standby,
         } = options;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let actor_pods: Api<Pod> =
@@ -237,7 +241,7 @@ impl Harness {
         let templates: BTreeMap<String, PodTemplate> =
             resolve_templates(&settings).expect("test templates resolve");
         let collector = Collector(results.clone()).start();
-        let supervisor = Supervisor::new(SupervisorConfig {
+        let config = SupervisorConfig {
             worker_env: Arc::new(WorkerEnv::new(
                 actor_pods.clone(),
                 &settings,
@@ -250,7 +254,12 @@ impl Harness {
             results: collector.recipient(),
             pending_checker: None,
             metrics: metrics.clone(),
-        })
+        };
+        let supervisor = if standby {
+            Supervisor::standby(config)
+        } else {
+            Supervisor::new(config)
+        }
         .start();
         Harness {
             namespace,
