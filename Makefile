@@ -36,7 +36,7 @@ bench: deps controlplane ## benchmarks B1-B6 against the release binary (<= 10 m
 	$(CARGO) build --release --bin ottoscaler -p ottoscaler
 	$(CARGO) run --release -p bench -- --ottoscaler target/release/ottoscaler
 
-chaos: deps controlplane ## the reliability suite at full size + the event-parser fuzz target (~15 min); writes docs/reliability.md
+chaos: deps controlplane ## the reliability suite at full size (HA included) + the event-parser fuzz target (~20 min); writes docs/reliability.md
 	scripts/chaos.sh
 
 test-event: ## send the seed's sample event (scale_up, 3 pods, task-123)

@@ -6,7 +6,8 @@
 # fuzz/target).
 #
 # Sizes (environment, defaults below): CHAOS_EVENTS, CHAOS_KILLS, CHAOS_RESTARTS,
-# CHAOS_INPUTS, CHAOS_HOSTILE, FUZZ_RUNS; CHAOS_SEED replays a run.
+# CHAOS_INPUTS, CHAOS_HOSTILE, HA_HANDOVERS, HA_KILLS, HA_CHAOS_KILLS, HA_CHAOS_ROLLS,
+# FUZZ_RUNS; CHAOS_SEED replays a run.
 # `scripts/chaos.sh --report-only` rewrites docs/reliability.md from the last run.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,8 +23,12 @@ run_suite() {
     export CHAOS_RESTARTS="${CHAOS_RESTARTS:-4}"
     export CHAOS_INPUTS="${CHAOS_INPUTS:-20000}"
     export CHAOS_HOSTILE="${CHAOS_HOSTILE:-300}"
+    export HA_HANDOVERS="${HA_HANDOVERS:-10}"
+    export HA_KILLS="${HA_KILLS:-10}"
+    export HA_CHAOS_KILLS="${HA_CHAOS_KILLS:-5}"
+    export HA_CHAOS_ROLLS="${HA_CHAOS_ROLLS:-2}"
     local fuzz_runs="${FUZZ_RUNS:-500000}"
-    local tests_budget="${CHAOS_TESTS_BUDGET:-11m}"
+    local tests_budget="${CHAOS_TESTS_BUDGET:-17m}"
     local fuzz_budget="${CHAOS_FUZZ_BUDGET:-12m}"
     mkdir -p "$out"
     : >"$report"
@@ -32,11 +37,11 @@ run_suite() {
     local started
     started=$(date +%s)
 
-    say "reliability suite: events=$CHAOS_EVENTS kills=$CHAOS_KILLS restarts=$CHAOS_RESTARTS inputs=$CHAOS_INPUTS hostile=$CHAOS_HOSTILE"
+    say "reliability suite: events=$CHAOS_EVENTS kills=$CHAOS_KILLS restarts=$CHAOS_RESTARTS inputs=$CHAOS_INPUTS hostile=$CHAOS_HOSTILE handovers=$HA_HANDOVERS ha_kills=$HA_KILLS ha_chaos=$HA_CHAOS_KILLS/$HA_CHAOS_ROLLS"
     timeout --kill-after=30s "$tests_budget" \
         cargo test --locked --no-fail-fast \
         --test reliability_crash --test reliability_outages \
-        --test reliability_input --test reliability_security \
+        --test reliability_input --test reliability_security --test ha \
         -- --nocapture 2>&1 | tee -a "$log"
     local tests_status=${PIPESTATUS[0]}
 
@@ -75,7 +80,7 @@ run_suite() {
     local failed
     failed=$(grep -E '^test .* \.\.\. FAILED$' "$log" | sed -E 's/^test (.*) \.\.\. FAILED$/\1/' | sort -u | paste -sd, - | sed 's/,/, /g')
     {
-        printf 'command=%q\n' "CHAOS_EVENTS=$CHAOS_EVENTS CHAOS_KILLS=$CHAOS_KILLS CHAOS_RESTARTS=$CHAOS_RESTARTS CHAOS_INPUTS=$CHAOS_INPUTS CHAOS_HOSTILE=$CHAOS_HOSTILE FUZZ_RUNS=$fuzz_runs make chaos"
+        printf 'command=%q\n' "CHAOS_EVENTS=$CHAOS_EVENTS CHAOS_KILLS=$CHAOS_KILLS CHAOS_RESTARTS=$CHAOS_RESTARTS CHAOS_INPUTS=$CHAOS_INPUTS CHAOS_HOSTILE=$CHAOS_HOSTILE HA_HANDOVERS=$HA_HANDOVERS HA_KILLS=$HA_KILLS HA_CHAOS_KILLS=$HA_CHAOS_KILLS HA_CHAOS_ROLLS=$HA_CHAOS_ROLLS FUZZ_RUNS=$fuzz_runs make chaos"
         printf 'when=%q\n' "$(date -u +%Y-%m-%dT%H:%MZ)"
         printf 'commit=%q\n' "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' plus uncommitted changes')"
         printf 'elapsed=%q\n' "$(($(date +%s) - started))"
@@ -123,6 +128,16 @@ write_report() {
         echo "- \`hostile_metadata\`, \`secrets\`: event content cannot change the pod spec;"
         echo "  passwords and tokens never reach logs, metrics or printed configuration."
         echo "- \`fuzz_event_fields\`: the cargo-fuzz target of the event parser."
+        echo "- \`ha-handover\`: two replicas electing a leader on a Lease (default timings"
+        echo "  15s/10s/2s), ~20 events/s; the leader is stopped with SIGTERM \`handovers\` times."
+        echo "  \`intake_gap\`: last entry read by the old leader to the first read by the new one."
+        echo "- \`ha-failover\`: the leader is killed with SIGKILL while it holds pending entries"
+        echo "  (Lease 3s/2s/500ms, \`claim_idle\` 10m); \`kill_to_read\`: kill to the new leader's"
+        echo "  first read."
+        echo "- \`ha-partition\`: every API request of the leader is reset at the fault proxy"
+        echo "  while Redis stays up; times after the cut, from both logs."
+        echo "- \`ha-chaos\`: two replicas, leader kills and rolling restarts (maxSurge 1,"
+        echo "  maxUnavailable 0) under load."
         echo
         echo "lost = a worker without a result; duplicated = a second result or a second pod"
         echo "(distinct uid, as the API server's watch saw it) for the same (event, worker);"
@@ -144,9 +159,9 @@ write_report() {
             faults = v("faults")
             if ("f429" in f) faults = faults " (429: " f["f429"] ", 500: " f["f500"] ", 503: " f["f503"] ", resets: " f["resets"] ", delays: " f["delays"] ")"
             printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f["test"], v("events"), v("workers"),
-                list("kills restarts pending_at_kills pending_on_killed redis_kills redis_stops apiserver_kills apiserver_stops apiserver_down_seconds"),
+                list("kills restarts pending_at_kills pending_on_killed redis_kills redis_stops apiserver_kills apiserver_stops apiserver_down_seconds handovers leader_kills rolling_restarts"),
                 faults, v("inputs"), v("lost"), v("duplicated"), v("orphaned"),
-                list("requests_per_worker clean_per_worker faulty_per_worker ratio accepted refused disagreements hostile_dead_lettered problems leaks crashes"),
+                list("requests_per_worker clean_per_worker faulty_per_worker ratio accepted refused disagreements hostile_dead_lettered problems leaks crashes intake_gap_p50_s intake_gap_max_s kill_to_read_p50_s kill_to_read_max_s old_last_read_after_cut_s old_last_delete_after_cut_s old_stopped_after_cut_s new_acquired_after_cut_s"),
                 v("seconds")
         }'
         echo

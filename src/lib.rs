@@ -15,6 +15,7 @@
 //!   validation.
 //! - [`actors`]: one actor per module (reader, supervisor, worker, watch, publisher).
 //! - [`pods`]: pod names, templates and pod building (pure).
+//! - [`lease`]: leader election's decisions and the fence every acting path checks (pure).
 //! - [`ledger`]: the Supervisor's books: workers, events, queue, restarts (pure).
 //! - [`lifecycle`]: one worker's state machine: inputs in, actions out (pure).
 //! - [`outcome`]: outcome rules and scale_down selection (pure).
@@ -30,6 +31,7 @@ pub mod app;
 pub mod cli;
 pub mod http;
 pub mod kube_client;
+pub mod lease;
 pub mod ledger;
 pub mod lifecycle;
 pub mod messages;

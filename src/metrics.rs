@@ -129,6 +129,9 @@ pub struct Metrics {
     pod_starting: TemplateHistograms,
     stream_lag: Gauge,
     oldest_pending_age: Gauge<f64, AtomicU64>,
+    leader: Gauge,
+    leader_transitions: Counter,
+    lease_errors: Counter,
     /// The configured template names: the `template` label takes only these values and
     /// [`UNKNOWN_TEMPLATE`].
     templates: BTreeSet<String>,
@@ -172,6 +175,9 @@ impl Metrics {
         let stream_lag = Gauge::default();
         let oldest_pending_age = Gauge::<f64, AtomicU64>::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
+        let leader = Gauge::default();
+        let leader_transitions = Counter::default();
+        let lease_errors = Counter::default();
 
         registry.register(
             "events",
@@ -278,6 +284,22 @@ impl Metrics {
             "Always 1; the version label is the running ottoscaler's",
             build_info.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and acts (always 1 with ha.enabled = false), \
+             0 while it stands by",
+            leader.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Times this replica became the leader",
+            leader_transitions.clone(),
+        );
+        registry.register(
+            "lease_errors",
+            "Failed Lease requests (get, create, replace)",
+            lease_errors.clone(),
+        );
         stream_lag.set(-1);
         build_info
             .get_or_create(&BuildLabels {
@@ -341,6 +363,9 @@ impl Metrics {
             pod_starting,
             stream_lag,
             oldest_pending_age,
+            leader,
+            leader_transitions,
+            lease_errors,
             templates,
         }
     }
@@ -443,6 +468,21 @@ impl Metrics {
 
     pub fn worker_restarted(&self) {
         self.worker_restarts.inc();
+    }
+
+    /// This replica leads (`true`) or stands by.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// This replica just became the leader.
+    pub fn leader_transition(&self) {
+        self.leader_transitions.inc();
+    }
+
+    /// A Lease request failed.
+    pub fn lease_error(&self) {
+        self.lease_errors.inc();
     }
 
     pub fn redis_error(&self) {

@@ -14,6 +14,7 @@
 //!
 //! Empty variables count as unset, as they do in most Kubernetes manifests.
 
+mod ha;
 mod redact;
 mod sources;
 #[cfg(test)]
@@ -28,6 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use sources::{UnknownVariable, unknown_variables};
+pub use ha::HaSettings;
 pub use validate::ConfigError;
 
 /// The template an event without a `template` field uses; it always exists.
@@ -45,6 +47,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub worker: WorkerSettings,
     pub http: HttpSettings,
+    /// Leader election between replicas.
+    pub ha: HaSettings,
     /// Named pod templates; `default` always exists (built in, overridable).
     pub templates: BTreeMap<String, TemplateSettings>,
 }
@@ -223,6 +227,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             worker: WorkerSettings::default(),
             http: HttpSettings::default(),
+            ha: HaSettings::default(),
             templates: BTreeMap::from([(
                 DEFAULT_TEMPLATE.to_string(),
                 TemplateSettings::builtin_default(),

@@ -312,6 +312,26 @@ async fn failed_worker_is_restarted_and_reports_once() {
     assert!(h.status().await.restarts >= 2);
 }
 
+/// An instance that runs `event` in its own actix System on its own thread, which is then
+/// torn down at once: every actor of it stops, as in a crash, and its pods stay.
+fn crashed_instance_starts(
+    ns: &str,
+    settings: &::ottoscaler::settings::Settings,
+    results: &Collected,
+    event: ::ottoscaler::messages::ScaleEvent,
+) {
+    let (settings, ns, results) = (settings.clone(), ns.to_string(), results.clone());
+    std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let client = testenv::shared().client();
+            let h = Harness::start_in(client, ns, &settings, results).await;
+            h.send(event).await.expect("accepted");
+        });
+    })
+    .join()
+    .expect("first instance thread");
+}
+
 #[actix_rt::test]
 async fn second_supervisor_adopts_pods_left_by_a_stopped_one() {
     let mut settings = test_settings();
@@ -319,25 +339,12 @@ async fn second_supervisor_adopts_pods_left_by_a_stopped_one() {
     let (client, ns) = namespace("adopt").await;
     let first_results = Collected::default();
 
-    // The first instance runs in its own actix System on its own thread, which is then
-    // torn down at once: every actor of it stops, as in a crash.
-    {
-        let settings = settings.clone();
-        let ns = ns.clone();
-        let first_results = first_results.clone();
-        std::thread::spawn(move || {
-            let system = actix::System::new();
-            system.block_on(async move {
-                let client = testenv::shared().client();
-                let h = Harness::start_in(client, ns, &settings, first_results).await;
-                h.send(scale_up("800-0", "task-a", 3, "default"))
-                    .await
-                    .expect("accepted");
-            });
-        })
-        .join()
-        .expect("first instance thread");
-    }
+    crashed_instance_starts(
+        &ns,
+        &settings,
+        &first_results,
+        scale_up("800-0", "task-a", 3, "default"),
+    );
     let second_results = Collected::default();
     let h = Harness::start_in(client, ns, &settings, second_results.clone()).await;
     assert_eq!(
@@ -358,6 +365,55 @@ async fn second_supervisor_adopts_pods_left_by_a_stopped_one() {
     );
     let pods: BTreeSet<_> = all.iter().map(|r| r.pod.clone()).collect();
     assert_eq!(pods.len(), 3, "one result per pod");
+}
+
+#[actix_rt::test]
+async fn a_standby_supervisor_keeps_the_pods_in_memory_and_adopts_them_when_it_leads() {
+    let mut settings = test_settings();
+    sim_template(&mut settings, "default", &[(RUN_SECONDS, "4")]);
+    let (client, ns) = namespace("standby").await;
+    let first_results = Collected::default();
+    // The leader that created the pods dies at once.
+    crashed_instance_starts(
+        &ns,
+        &settings,
+        &first_results,
+        scale_up("810-0", "task-s", 3, "default"),
+    );
+    let results = Collected::default();
+    let mut options = Options::new(client, ns, &settings, results.clone());
+    options.standby = true;
+    let h = Harness::build(options);
+    h.start_watcher();
+    // Ready (its watch is up) but driving nothing, and taking no events.
+    h.wait_ready(Duration::from_secs(30)).await;
+    wait_running(&h, 3).await;
+    assert_eq!(h.status().await.active, 0, "a standby adopts nothing");
+    assert!(matches!(
+        h.supervisor
+            .send(scale_up("811-0", "task-t", 1, "default"))
+            .await
+            .expect("answers"),
+        Err(::ottoscaler::messages::supervisor::EventRefused::ShuttingDown)
+    ));
+    assert!(results.all().is_empty());
+
+    h.supervisor
+        .do_send(::ottoscaler::messages::leader::LeadershipAcquired {
+            previous: Some("first".into()),
+        });
+    wait_active(&h, 3).await;
+    let got = results.wait_for(3, RESULTS_TIMEOUT).await;
+    h.wait_no_pods(Duration::from_secs(30)).await;
+    assert_eq!(
+        outcomes(&got),
+        BTreeMap::from([("succeeded".into(), 3)]),
+        "{got:?}"
+    );
+    assert!(
+        first_results.all().is_empty(),
+        "the first never saw its pods end"
+    );
 }
 
 #[actix_rt::test]

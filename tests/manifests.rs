@@ -25,6 +25,7 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Container, Namespace, Pod, PodSpec, Secret, ServiceAccount};
 use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -130,16 +131,19 @@ async fn assert_server_dry_run_accepts(dir: &str, expected: &[&str]) {
     assert_eq!(deployment.stdout.trim(), "", "a dry run created objects");
 }
 
-const BASE_OBJECTS: [&str; 9] = [
+const BASE_OBJECTS: [&str; 12] = [
     "namespace/ottoscaler",
     "namespace/ottoscaler-workers",
     "networkpolicy.networking.k8s.io/ottoscaler",
     "serviceaccount/ottoscaler",
     "role.rbac.authorization.k8s.io/ottoscaler",
     "rolebinding.rbac.authorization.k8s.io/ottoscaler",
+    "role.rbac.authorization.k8s.io/ottoscaler-leader",
+    "rolebinding.rbac.authorization.k8s.io/ottoscaler-leader",
     "configmap/ottoscaler-config-<hash>",
     "service/ottoscaler",
     "deployment.apps/ottoscaler",
+    "poddisruptionbudget.policy/ottoscaler",
 ];
 
 #[tokio::test]
@@ -550,17 +554,22 @@ fn is_entry_id(line: &str) -> bool {
 /// Asks the API server whether the caller of `client` may do `verb` on `resource`
 /// (`pods` or a subresource as `pods/exec`; `namespace` None: cluster-wide).
 async fn may(client: &Client, verb: &str, resource: &str, namespace: Option<&str>) -> bool {
-    may_in(client, "", verb, resource, namespace).await
+    may_named(client, verb, resource, namespace, None).await
 }
 
-/// [`may`] for a resource of API group `group` (`""`: the core group).
-async fn may_in(
+/// [`may`] for one object: `resource` as `group/resource` for API groups
+/// (`coordination.k8s.io/leases`) and `name` the object's name.
+async fn may_named(
     client: &Client,
-    group: &str,
     verb: &str,
     resource: &str,
     namespace: Option<&str>,
+    name: Option<&str>,
 ) -> bool {
+    let (group, resource) = match resource.rsplit_once('/') {
+        Some((group, resource)) if group.contains('.') => (Some(group.to_string()), resource),
+        _ => (None, resource),
+    };
     let (resource, subresource) = match resource.split_once('/') {
         Some((resource, sub)) => (resource, Some(sub.to_string())),
         None => (resource, None),
@@ -568,10 +577,11 @@ async fn may_in(
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
-                group: Some(group.to_string()),
                 verb: Some(verb.to_string()),
                 resource: Some(resource.to_string()),
                 subresource,
+                group,
+                name: name.map(str::to_string),
                 namespace: namespace.map(str::to_string),
                 ..ResourceAttributes::default()
             }),
@@ -734,7 +744,7 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
             (&ns, 1),
             (&workers, 0),
         ),
-        in_namespaces("manifests/base/rbac.yaml", (&ns, 1), (&workers, 2)),
+        in_namespaces("manifests/base/rbac.yaml", (&ns, 4), (&workers, 2)),
     ]
     .join("\n---\n");
     std::fs::write(&manifest, rendered).expect("write rendered manifests");
@@ -852,7 +862,21 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
         "the API server refused a request ottoscaler made:\n{log_text}"
     );
 
-    // The same identity: refused for anything beyond the worker pods.
+    // Under that identity it also led: it created the Lease in its namespace, and
+    // released it on SIGTERM (holder cleared).
+    let lease = Api::<Lease>::namespaced(admin.clone(), &ns)
+        .get("ottoscaler")
+        .await
+        .expect("the Lease ottoscaler exists");
+    let spec = lease.spec.unwrap_or_default();
+    assert_eq!(spec.holder_identity, None, "released on SIGTERM: {spec:?}");
+    assert_eq!(spec.lease_duration_seconds, Some(1), "{spec:?}");
+    assert!(
+        log_text.contains("acquired the Lease") && log_text.contains("released the Lease"),
+        "{log_text}"
+    );
+
+    // The same identity: refused for anything beyond the worker pods, their Events and its Lease.
     let sa = client_from_kubeconfig(&kubeconfig).await;
     for namespace in [&ns, &workers] {
         assert_forbidden(
@@ -899,22 +923,53 @@ async fn the_role_lets_the_binary_run_a_scale_up_and_refuses_everything_else() {
     // nothing else.
     for verb in ["create", "patch"] {
         assert!(
-            may_in(&sa, "events.k8s.io", verb, "events", wns).await,
+            may(&sa, verb, "events.k8s.io/events", wns).await,
             "may {verb} events.k8s.io events"
         );
     }
     for verb in ["get", "list", "watch", "update", "delete"] {
         assert!(
-            !may_in(&sa, "events.k8s.io", verb, "events", wns).await,
+            !may(&sa, verb, "events.k8s.io/events", wns).await,
             "must not {verb} events.k8s.io events"
         );
     }
     for namespace in [own, Some(other_ns.as_str())] {
         assert!(
-            !may_in(&sa, "events.k8s.io", "create", "events", namespace).await,
+            !may(&sa, "create", "events.k8s.io/events", namespace).await,
             "must not create events in {namespace:?}"
         );
     }
+    const LEASES: &str = "coordination.k8s.io/leases";
+    assert!(
+        may(&sa, "create", LEASES, Some(&ns)).await,
+        "may create leases"
+    );
+    for verb in ["get", "update", "list", "watch"] {
+        assert!(
+            may_named(&sa, verb, LEASES, Some(&ns), Some("ottoscaler")).await,
+            "may {verb} the Lease ottoscaler"
+        );
+        assert!(
+            !may_named(&sa, verb, LEASES, Some(&ns), Some("someone-elses")).await,
+            "must not {verb} another Lease"
+        );
+    }
+    for (verb, name) in [
+        ("list", None),
+        ("watch", None),
+        ("patch", Some("ottoscaler")),
+        ("delete", Some("ottoscaler")),
+        ("deletecollection", None),
+    ] {
+        assert!(
+            !may_named(&sa, verb, LEASES, Some(&ns), name).await,
+            "must not {verb} leases ({name:?})"
+        );
+    }
+    assert!(
+        !may_named(&sa, "get", LEASES, Some(&other_ns), Some("ottoscaler")).await,
+        "must not get the Lease of another namespace"
+    );
     for (verb, resource, namespace) in [
         ("patch", "pods", wns),
         ("update", "pods", wns),

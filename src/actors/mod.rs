@@ -1,5 +1,6 @@
 //! The actors, one per module, each owning one concern.
 //!
+//! - [`leader`]: competes for the Lease; only the leader reads, creates, deletes, publishes.
 //! - [`redis_reader`]: consumes the event stream (at least once) and feeds the Supervisor.
 //! - [`supervisor`]: runs and supervises one [`worker_pod`] actor per pod.
 //! - [`worker_pod`]: one pod's create -> watch -> outcome -> delete lifecycle.
@@ -8,6 +9,7 @@
 //! - [`event_recorder`]: a Kubernetes Event on the pod of each worker that did not succeed.
 
 pub mod event_recorder;
+pub mod leader;
 pub mod pod_watcher;
 pub mod redis_reader;
 pub mod results_publisher;

@@ -53,6 +53,8 @@ pub use self::config::{
 };
 use self::reading::Cursor;
 use crate::http::Health;
+use crate::lease::Fence;
+use crate::messages::leader::LeadershipAcquired;
 use crate::messages::reader::IsEventPending;
 use crate::messages::reader::{ReadingStopped, StopReading};
 use crate::messages::supervisor::{EventAcknowledged, GetStatus};
@@ -96,6 +98,10 @@ pub struct RedisReader {
     stopping: bool,
     /// Who waits for the stop to complete.
     stop_waiters: Vec<oneshot::Sender<ReadingStopped>>,
+    /// Open while this replica leads: nothing is read or claimed while it is closed.
+    fence: Arc<Fence>,
+    /// The take-over of the group (claiming the previous leaders' entries) is running.
+    taking_over: bool,
 }
 
 impl RedisReader {
@@ -130,7 +136,54 @@ impl RedisReader {
             read_handle: None,
             stopping: false,
             stop_waiters: Vec::new(),
+            fence: Arc::new(Fence::always_open()),
+            taking_over: false,
         }
+    }
+
+    /// Reads only while `fence` is open, and takes the group over (see
+    /// [`StreamClient::take_over`]) each time reading starts under election. Without
+    /// this the reader reads at once, alone (`ha.enabled = false`, and tests).
+    pub fn with_fence(mut self, fence: Arc<Fence>) -> RedisReader {
+        self.fence = fence;
+        self
+    }
+
+    /// Starts the read loop, pending entries first: at once without election; under
+    /// election only while leading, after taking the group over.
+    fn start_reading(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.taking_over || self.read_handle.is_some() {
+            return;
+        }
+        if self.fence.is_always_open() {
+            return self.read_step(Cursor::Pending("0".into()), ctx);
+        }
+        if !self.fence.is_open() {
+            return;
+        }
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        self.taking_over = true;
+        let generation = self.generation;
+        let fut = async move { client.take_over().await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.taking_over = false;
+            if act.generation != generation {
+                return;
+            }
+            match res {
+                Ok((claimed, removed)) => {
+                    info!(
+                        claimed,
+                        consumers_removed = removed,
+                        "took the consumer group over: every pending entry is this consumer's now"
+                    );
+                    act.read_step(Cursor::Pending("0".into()), ctx);
+                }
+                Err(e) => act.on_redis_error(generation, e, ctx),
+            }
+        }));
     }
 
     // ---- connection -------------------------------------------------------------
@@ -181,9 +234,7 @@ impl RedisReader {
         for id in unacked {
             self.retry_ack(id, ctx);
         }
-        if !self.stopping {
-            self.read_step(Cursor::Pending("0".into()), ctx);
-        }
+        self.start_reading(ctx);
         // The gauges are known from the first connection on, not one interval later.
         self.refresh_stats(ctx);
         self.check_stopped();
@@ -306,6 +357,7 @@ impl Supervised for RedisReader {
         self.generation += 1;
         self.connecting = false;
         self.claiming = false;
+        self.taking_over = false;
         self.refreshing_stats = false;
         self.in_flight.clear();
         self.read_handle = None;
@@ -329,6 +381,20 @@ impl Handler<IsEventPending> for RedisReader {
                 text
             })
         }))
+    }
+}
+
+impl Handler<LeadershipAcquired> for RedisReader {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeadershipAcquired, ctx: &mut Self::Context) {
+        info!(
+            previous = msg.previous.as_deref(),
+            connected = self.client.is_some(),
+            "leading: reading starts"
+        );
+        // Not connected: the connect starts reading.
+        self.start_reading(ctx);
     }
 }
 

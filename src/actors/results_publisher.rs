@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use tracing::{debug, info, warn};
 
+use crate::lease::Fence;
 use crate::messages::{PublishError, WorkerFinished};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
@@ -81,6 +82,8 @@ pub fn marker_key(results_stream: &str, event_id: &str, worker_index: u32) -> St
 
 pub struct ResultsPublisher {
     config: Arc<PublisherConfig>,
+    /// Open while this replica leads: nothing is published while it is closed.
+    fence: Arc<Fence>,
     metrics: Arc<Metrics>,
     script: Arc<Script>,
     /// Created in `started` (a manager needs the runtime); shared by every
@@ -92,10 +95,17 @@ impl ResultsPublisher {
     pub fn new(config: PublisherConfig, metrics: Arc<Metrics>) -> ResultsPublisher {
         ResultsPublisher {
             config: Arc::new(config),
+            fence: Arc::new(Fence::always_open()),
             metrics,
             script: Arc::new(Script::new(PUBLISH_SCRIPT)),
             connection: None,
         }
+    }
+
+    /// Publishes only while `fence` is open (leader election).
+    pub fn with_fence(mut self, fence: Arc<Fence>) -> ResultsPublisher {
+        self.fence = fence;
+        self
     }
 }
 
@@ -250,7 +260,15 @@ impl Handler<WorkerFinished> for ResultsPublisher {
         let script = self.script.clone();
         let config = self.config.clone();
         let metrics = self.metrics.clone();
+        let fence = self.fence.clone();
         Box::pin(async move {
+            // Checked last thing before the write: the worker retries, and the next
+            // leader publishes (once, by the marker) if this replica never does.
+            if !fence.is_open() {
+                return Err(PublishError(
+                    "not the leader: the result was not published".to_string(),
+                ));
+            }
             let written = publish(&connection, &script, &config, &msg).await.inspect_err(|e| {
                 metrics.redis_error();
                 warn!(pod = %msg.pod, error = %e, "result not published; the worker retries later");

@@ -19,6 +19,7 @@ use crate::actors::worker_pod::{WorkerEnv, WorkerLinks, WorkerPodActor};
 use crate::ledger::{Admission, AfterStop, Ledger, Ready, Route, WorkerStart};
 use crate::lifecycle::Resume;
 use crate::messages::events::RecordWorkerEvent;
+use crate::messages::leader::LeadershipAcquired;
 use crate::messages::reader::IsEventPending;
 use crate::messages::supervisor::{
     EventAccepted, EventAcknowledged, EventRefused, GetStatus, StopIntake, SupervisorStatus,
@@ -75,6 +76,10 @@ pub struct Supervisor {
     watch_up: bool,
     /// When the watch last reported an error.
     last_watch_failure: Option<Instant>,
+    /// `Some` while standing by (not the leader): the pods the watch shows, kept in
+    /// memory and adopted when this replica becomes the leader. No worker runs and no
+    /// event is taken meanwhile.
+    standby: Option<BTreeMap<String, PodObservation>>,
 }
 
 impl Supervisor {
@@ -86,7 +91,47 @@ impl Supervisor {
             links: None,
             watch_up: false,
             last_watch_failure: None,
+            standby: None,
         }
+    }
+
+    /// A Supervisor of a replica that stands by: it follows the pod watch (so readiness
+    /// and the pod list are warm) but adopts and runs nothing until
+    /// [`LeadershipAcquired`].
+    pub fn standby(config: SupervisorConfig) -> Self {
+        Self {
+            standby: Some(BTreeMap::new()),
+            ..Self::new(config)
+        }
+    }
+
+    /// While standing by: remember the watch's pods (the ledger only tracks the list).
+    /// `true` if the event was consumed here.
+    fn stand_by(&mut self, msg: &PodWatchEvent) -> bool {
+        let Some(pods) = self.standby.as_mut() else {
+            return false;
+        };
+        match msg {
+            PodWatchEvent::Relisting => {
+                pods.clear();
+                self.ledger.relisting();
+            }
+            PodWatchEvent::Listed(obs) | PodWatchEvent::Applied(obs) => {
+                pods.insert(obs.name.clone(), obs.clone());
+            }
+            PodWatchEvent::Deleted { name } => {
+                pods.remove(name);
+            }
+            PodWatchEvent::ListDone => {
+                if !self.ledger.synced {
+                    info!(pods = pods.len(), "initial pod list done; standing by");
+                }
+                self.ledger.list_done();
+                self.watch_up = true;
+            }
+            PodWatchEvent::Failed { .. } => return false,
+        }
+        true
     }
 
     fn update_gauge(&self) {
@@ -420,7 +465,7 @@ impl Handler<ScaleEvent> for Supervisor {
     type Result = ResponseFuture<Answer>;
 
     fn handle(&mut self, event: ScaleEvent, ctx: &mut Self::Context) -> Self::Result {
-        if self.ledger.stopping {
+        if self.ledger.stopping || self.standby.is_some() {
             return Box::pin(async { Err(EventRefused::ShuttingDown) });
         }
         let (tx, rx) = oneshot::channel();
@@ -512,6 +557,9 @@ impl Handler<PodWatchEvent> for Supervisor {
         if self.ledger.synced && !matches!(msg, PodWatchEvent::Failed { .. }) {
             self.watch_up = true;
         }
+        if self.stand_by(&msg) {
+            return;
+        }
         match msg {
             PodWatchEvent::Relisting => self.ledger.relisting(),
             PodWatchEvent::Listed(obs) | PodWatchEvent::Applied(obs) => self.on_pod(obs, ctx),
@@ -548,6 +596,28 @@ impl Handler<PodWatchEvent> for Supervisor {
                 self.last_watch_failure = Some(Instant::now());
             }
         }
+    }
+}
+
+impl Handler<LeadershipAcquired> for Supervisor {
+    type Result = ();
+
+    /// Adopts every pod kept while standing by, from memory: no list, no lookup.
+    fn handle(&mut self, msg: LeadershipAcquired, ctx: &mut Self::Context) {
+        let Some(pods) = self.standby.take() else {
+            return;
+        };
+        info!(
+            previous = msg.previous.as_deref(),
+            pods = pods.len(),
+            synced = self.ledger.synced,
+            "leading: adopting the pods seen while standing by"
+        );
+        for obs in pods.into_values() {
+            self.on_pod(obs, ctx);
+        }
+        self.update_gauge();
+        self.drain_queue(ctx);
     }
 }
 

@@ -21,6 +21,7 @@ use kube::api::{DeleteParams, PostParams};
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::lease::Fence;
 use crate::ledger::WorkerStart;
 use crate::lifecycle::{Action, Clock, CreateAnswer, Deadlines, DeleteAnswer, Input, Lifecycle};
 use crate::messages::WorkerFinished;
@@ -55,6 +56,8 @@ pub struct WorkerEnv {
     /// Where the Supervisor sends worker outcomes to become Kubernetes Events; `None`
     /// when `kubernetes.events` is off.
     pub events: Option<Recipient<RecordWorkerEvent>>,
+    /// Open while this replica leads: no create or delete is sent while it is closed.
+    pub fence: Arc<Fence>,
 }
 
 impl WorkerEnv {
@@ -70,6 +73,7 @@ impl WorkerEnv {
                 settings.kubernetes.max_concurrent_creates as usize,
             )),
             events: None,
+            fence: Arc::new(Fence::always_open()),
         }
     }
 
@@ -77,6 +81,12 @@ impl WorkerEnv {
     /// [`event_recorder::start`](crate::actors::event_recorder::start)).
     pub fn with_events(mut self, events: Option<Recipient<RecordWorkerEvent>>) -> WorkerEnv {
         self.events = events;
+        self
+    }
+
+    /// Creates and deletes only while `fence` is open (leader election).
+    pub fn with_fence(mut self, fence: Arc<Fence>) -> WorkerEnv {
+        self.fence = fence;
         self
     }
 }
@@ -247,6 +257,7 @@ impl WorkerPodActor {
         };
         let pods = self.env.pods.clone();
         let slots = self.env.create_slots.clone();
+        let fence = self.env.fence.clone();
         let name = self.lifecycle.pod_name().to_string();
         let task_id = self.lifecycle.identity().task_id.clone();
         let params = PostParams::default();
@@ -255,7 +266,7 @@ impl WorkerPodActor {
             // closed; should it be, creating without a slot is still correct.
             let _slot = slots.acquire_owned().await.ok();
             // Boxed: a worker waiting for its slot holds a small future, not the call's.
-            Box::pin(call_with_retry(&name, &task_id, "create", || {
+            Box::pin(call_with_retry(&fence, &name, &task_id, "create", || {
                 pods.create(&params, &pod)
             }))
             .await
@@ -282,6 +293,7 @@ impl WorkerPodActor {
                     warn!(pod = %act.lifecycle.pod_name(), task_id = %act.lifecycle.identity().task_id, %reason, "pod rejected by the API server");
                     CreateAnswer::Rejected(reason)
                 }
+                Err(CallError::Fenced) => return act.fenced("create"),
                 Err(e) => CreateAnswer::Failed(e.to_string()),
             };
             act.feed(Input::CreateAnswered(answer), ctx);
@@ -293,10 +305,13 @@ impl WorkerPodActor {
         let pods = self.env.pods.clone();
         let name = self.lifecycle.pod_name().to_string();
         let task_id = self.lifecycle.identity().task_id.clone();
-        let fut =
-            async move { call_with_retry(&name, &task_id, "get", || pods.get_opt(&name)).await };
+        let fence = self.env.fence.clone();
+        let fut = async move {
+            call_with_retry(&fence, &name, &task_id, "get", || pods.get_opt(&name)).await
+        };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             let input = match res {
+                Err(CallError::Fenced) => return act.fenced("get"),
                 Ok(Some(pod)) => Input::Observed(Arc::new(outcome::observe(&pod))),
                 Ok(None) => Input::Vanished,
                 Err(e) => Input::LookupFailed(e.to_string()),
@@ -322,8 +337,12 @@ impl WorkerPodActor {
         let name = self.lifecycle.pod_name().to_string();
         let task_id = self.lifecycle.identity().task_id.clone();
         let params = DeleteParams::default();
+        let fence = self.env.fence.clone();
         let fut = async move {
-            call_with_retry(&name, &task_id, "delete", || pods.delete(&name, &params)).await
+            call_with_retry(&fence, &name, &task_id, "delete", || {
+                pods.delete(&name, &params)
+            })
+            .await
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             let answer = match res {
@@ -334,10 +353,18 @@ impl WorkerPodActor {
                 Err(CallError::Api(e)) if retry::status_code(&e) == Some(404) => {
                     DeleteAnswer::NotFound
                 }
+                Err(CallError::Fenced) => return act.fenced("delete"),
                 Err(e) => DeleteAnswer::Failed(e.to_string()),
             };
             act.feed(Input::DeleteAnswered(answer), ctx);
         }));
+    }
+
+    /// The leadership fence closed before `verb` was sent: nothing is sent, and the
+    /// worker waits as it is. The process exits right after the fence closes; the next
+    /// leader adopts the pod.
+    fn fenced(&mut self, verb: &str) {
+        warn!(pod = %self.lifecycle.pod_name(), task_id = %self.lifecycle.identity().task_id, verb, "not the leader any more; not sent");
     }
 
     fn answer_cancels(&mut self, answer: Result<(), String>) {
@@ -430,12 +457,18 @@ enum CallError {
     Api(kube::Error),
     #[error("gave up after {attempts} attempts: {last}")]
     Exhausted { attempts: u32, last: String },
+    /// The leadership fence was closed: the call was not sent.
+    #[error("not the leader: the call was not sent")]
+    Fenced,
 }
 
 /// Runs one Kubernetes call with a timeout, retrying transient failures (429, 5xx,
 /// timeouts, connection errors) with capped, jittered backoff. Permanent API errors
 /// come back at once as `CallError::Api` for the caller to judge (404, 409, 422...).
+/// Every attempt checks the leadership fence first: once it is closed nothing more is
+/// sent (`CallError::Fenced`), not even a retry.
 async fn call_with_retry<T, F, Fut>(
+    fence: &Fence,
     pod: &str,
     task_id: &str,
     verb: &str,
@@ -447,6 +480,9 @@ where
 {
     let mut last = String::new();
     for attempt in 0..API_ATTEMPTS {
+        if !fence.is_open() {
+            return Err(CallError::Fenced);
+        }
         match tokio::time::timeout(API_TIMEOUT, op()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if retry::classify(&e) == ErrorClass::Permanent => {

@@ -3,7 +3,9 @@
 //!
 //! Watches are long-lived streams: they are neither rate-limited (a watch held behind a
 //! burst of creates would miss nothing but delay every outcome) nor timed out (the
-//! watcher restarts them itself when the server closes them).
+//! watcher restarts them itself when the server closes them). Lease requests (leader
+//! election) are not rate-limited either: a renewal queued behind a burst of pod creates
+//! would miss its renew deadline, and there is one every `ha.retry_period` at most.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -72,6 +74,12 @@ fn resource_segments(path: &str) -> Option<Vec<&str>> {
         _ => return None,
     };
     (!rest.is_empty()).then(|| rest.to_vec())
+}
+
+/// Whether the request is about Leases (`coordination.k8s.io`): leader election's own
+/// few requests, which must not wait behind the pods' traffic.
+pub fn is_lease(uri: &Uri) -> bool {
+    uri.path().starts_with("/apis/coordination.k8s.io/")
 }
 
 /// Lets non-watch requests go at `qps` per second, `burst` at once, through `governor`'s
@@ -149,7 +157,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let limiter = (!is_watch(req.uri())).then(|| Arc::clone(&self.shared));
+        let exempt = is_watch(req.uri()) || is_lease(req.uri());
+        let limiter = (!exempt).then(|| Arc::clone(&self.shared));
         // The waiting happens in the returned future, not in poll_ready, so a held request
         // never blocks the client's buffer (and the watches behind it). The inner future
         // is lazy (kube's stack sends nothing until polled), so calling it now is safe.
@@ -356,7 +365,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn watches_pass_an_empty_bucket_and_other_requests_wait() {
+    async fn watches_and_lease_requests_pass_an_empty_bucket_and_other_requests_wait() {
         let layer = RateLimitLayer::new(1, 1);
         let mut limited = layer.layer(ok_service(200));
         let list = "/api/v1/namespaces/ci/pods";
@@ -375,6 +384,13 @@ mod tests {
         tokio::time::timeout(quick, watch)
             .await
             .expect("watch is not held")
+            .expect("ok");
+        let lease = limited.ready().await.expect("ready").call(get(
+            "/apis/coordination.k8s.io/v1/namespaces/ci/leases/ottoscaler",
+        ));
+        tokio::time::timeout(quick, lease)
+            .await
+            .expect("a Lease request is not held")
             .expect("ok");
         let second = limited.ready().await.expect("ready").call(get(list));
         assert!(

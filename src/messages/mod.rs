@@ -6,6 +6,7 @@
 pub mod event;
 pub mod events;
 pub mod health;
+pub mod leader;
 pub mod reader;
 pub mod results;
 pub mod supervisor;

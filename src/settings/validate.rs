@@ -47,6 +47,7 @@ impl Settings {
             limits,
             worker,
             http,
+            ha,
             templates,
         } = self;
         positive("shutdown_timeout", *shutdown_timeout)?;
@@ -134,6 +135,7 @@ impl Settings {
                 ),
             ));
         }
+        ha.validate()?;
         positive("worker.image_pull_grace", worker.image_pull_grace)?;
         // activeDeadlineSeconds is whole seconds and must be at least 1.
         if worker.run_timeout < Duration::from_secs(1) {

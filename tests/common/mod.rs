@@ -116,6 +116,8 @@ pub struct Options {
     pub settings: Settings,
     pub results: Collected,
     pub restart_backoff: Backoff,
+    /// A standby Supervisor (leader election): it adopts nothing until it leads.
+    pub standby: bool,
 }
 
 impl Options {
@@ -132,6 +134,7 @@ impl Options {
             settings: settings.clone(),
             results,
             restart_backoff: Backoff::RESTART,
+            standby: false,
         }
     }
 }
@@ -231,6 +234,7 @@ impl Harness {
             settings,
             results,
             restart_backoff,
+            standby,
         } = options;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         let actor_pods: Api<Pod> = Api::namespaced(
@@ -241,7 +245,7 @@ impl Harness {
         let templates: BTreeMap<String, PodTemplate> =
             resolve_templates(&settings).expect("test templates resolve");
         let collector = Collector(results.clone()).start();
-        let supervisor = Supervisor::new(SupervisorConfig {
+        let config = SupervisorConfig {
             worker_env: Arc::new(
                 WorkerEnv::new(actor_pods.clone(), &settings, metrics.clone()).with_events(
                     event_recorder::start(
@@ -259,7 +263,12 @@ impl Harness {
             results: collector.recipient(),
             pending_checker: None,
             metrics: metrics.clone(),
-        })
+        };
+        let supervisor = if standby {
+            Supervisor::standby(config)
+        } else {
+            Supervisor::new(config)
+        }
         .start();
         Harness {
             namespace,

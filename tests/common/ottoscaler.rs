@@ -65,6 +65,14 @@ impl Launch {
         self
     }
 
+    /// Leader election on, with these Lease timings (short ones in tests; say so).
+    pub fn ha(self, lease_duration: &str, renew_deadline: &str, retry_period: &str) -> Launch {
+        self.env("OTTOSCALER_HA__ENABLED", "true")
+            .env("OTTOSCALER_HA__LEASE_DURATION", lease_duration)
+            .env("OTTOSCALER_HA__RENEW_DEADLINE", renew_deadline)
+            .env("OTTOSCALER_HA__RETRY_PERIOD", retry_period)
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Launch {
         self.env.push((key.to_string(), value.to_string()));
         self
@@ -88,6 +96,10 @@ impl Launch {
             .env("OTTOSCALER_KUBERNETES__NAMESPACE", &self.namespace)
             .env("OTTOSCALER_HTTP__ADDR", format!("127.0.0.1:{http_port}"))
             .env("OTTOSCALER_SHUTDOWN_TIMEOUT", "5s")
+            // One process per test acts alone unless the test turns election on
+            // (`Launch::ha`); the Lease, if any, lives in the test's namespace.
+            .env("OTTOSCALER_HA__ENABLED", "false")
+            .env("OTTOSCALER_HA__LEASE_NAMESPACE", &self.namespace)
             .env("RUST_LOG", &self.rust_log);
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -108,10 +108,16 @@ impl StreamClient {
         Ok(parse_read_reply(reply)?)
     }
 
-    /// New entries (`>`), waiting up to `block` for the first one.
-    pub async fn read_new(&self, count: usize) -> Result<Vec<StreamEntry>, StreamError> {
+    /// New entries (`>`), waiting up to `block` for the first one, and never longer than
+    /// `at_most` (the fence's remaining time: a read must not deliver after the fence
+    /// closed).
+    pub async fn read_new(
+        &self,
+        count: usize,
+        at_most: Duration,
+    ) -> Result<Vec<StreamEntry>, StreamError> {
         let reply: Value = self
-            .read_group_cmd(count, Some(self.block), ">")
+            .read_group_cmd(count, Some(self.block.min(at_most)), ">")
             .query_async(&mut self.blocking.clone())
             .await?;
         Ok(parse_read_reply(reply)?)
@@ -136,6 +142,25 @@ impl StreamClient {
             .query_async(&mut self.commands.clone())
             .await?;
         Ok(parse_claim_reply(reply)?)
+    }
+
+    /// Takes over the group at the start of a leadership, in one script (atomic): every
+    /// entry pending on any consumer becomes this consumer's at once (XAUTOCLAIM with
+    /// min-idle 0, JUSTID so the delivery count stays: the previous holders are known to
+    /// be gone, so there is no `claim_idle` to wait), and every other consumer left with
+    /// no pending entry is removed (XGROUP DELCONSUMER), so the group does not grow with
+    /// every pod name. The entries are then read by the pending-first read. Returns
+    /// (entries claimed, consumers removed).
+    pub async fn take_over(&self) -> Result<(u64, u64), StreamError> {
+        let (claimed, removed): (u64, u64) = redis::Script::new(TAKE_OVER_SCRIPT)
+            .key(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(TAKE_OVER_PAGE)
+            .arg(TAKE_OVER_MAX_PAGES)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok((claimed, removed))
     }
 
     /// Resets the idle time of entries this consumer is still working on (XCLAIM to
@@ -258,6 +283,38 @@ impl StreamClient {
         cmd
     }
 }
+
+/// Entries claimed per XAUTOCLAIM page of the take-over script.
+const TAKE_OVER_PAGE: usize = 1000;
+/// Pages of the take-over script at most, so it holds Redis for a bounded time; what a
+/// larger pending list leaves is claimed after `claim_idle` as usual.
+const TAKE_OVER_MAX_PAGES: usize = 100;
+
+/// KEYS[1] stream; ARGV group, this consumer, page size, max pages. Returns
+/// {claimed, removed}. The script sees the RESP2 form of XINFO CONSUMERS (flat
+/// name/value arrays) whatever protocol the connection speaks.
+const TAKE_OVER_SCRIPT: &str = r"
+local claimed = 0
+local cursor = '0-0'
+for _ = 1, tonumber(ARGV[4]) do
+  local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, cursor, 'COUNT', ARGV[3], 'JUSTID')
+  cursor = reply[1]
+  claimed = claimed + #reply[2]
+  if cursor == '0-0' then break end
+end
+local removed = 0
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, pending
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end
+  end
+  if name ~= ARGV[2] and pending == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    removed = removed + 1
+  end
+end
+return {claimed, removed}
+";
 
 /// Milliseconds for Redis arguments, saturating (a config of years stays valid).
 fn millis(d: Duration) -> u64 {

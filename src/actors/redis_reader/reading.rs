@@ -61,6 +61,10 @@ impl RedisReader {
         if self.stopping {
             return;
         }
+        let Some(fence_left) = self.fence.remaining() else {
+            warn!("the leadership fence is closed; not reading");
+            return;
+        };
         let generation = self.generation;
         let room = self
             .config
@@ -82,7 +86,7 @@ impl RedisReader {
                 }
                 Cursor::New => Ok(ReadOutcome::Entries(
                     client
-                        .read_new(count)
+                        .read_new(count, fence_left)
                         .await?
                         .into_iter()
                         .map(|e| (e, None))
@@ -97,6 +101,13 @@ impl RedisReader {
             act.read_handle = None;
             match res {
                 Ok(ReadOutcome::Wait(delay)) => act.read_later(cursor, delay, ctx),
+                Ok(ReadOutcome::Entries(entries)) if !act.fence.is_open() => {
+                    // Read just as the fence closed: left pending for the next leader.
+                    warn!(
+                        entries = entries.len(),
+                        "the leadership fence closed during the read; entries left pending"
+                    );
+                }
                 Ok(ReadOutcome::Entries(entries)) => {
                     act.health.set_redis(true);
                     let next = next_cursor(&cursor, &entries);
@@ -127,7 +138,7 @@ impl RedisReader {
     /// XAUTOCLAIM entries idle longer than `claim_idle` on any consumer, within the
     /// backpressure budget. Also retries this consumer's own refused entries.
     pub(super) fn claim_round(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping || self.claiming {
+        if self.stopping || self.claiming || !self.fence.is_open() {
             return;
         }
         let Some(client) = self.client.clone() else {
