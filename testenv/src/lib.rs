@@ -35,7 +35,7 @@ mod redis;
 mod workdir;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions};
-pub use env::{TestEnv, TestEnvOptions, shared, wait_nodes_schedulable};
+pub use env::{TestEnv, TestEnvOptions, shared, start_static, wait_nodes_schedulable};
 pub use faultproxy::{FaultProxy, FaultStats, Faults};
 pub use pods::{describe as describe_pod, pods_summary};
 pub use redis::RedisServer;
