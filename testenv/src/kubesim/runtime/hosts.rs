@@ -1,11 +1,12 @@
-//! Service names for sandboxed processes: the ready endpoints of every Service, kept
-//! current from an EndpointSlice watch, rendered into each pod's hosts file.
+//! Service names for sandboxed processes: the ready pods of every Service (by its
+//! selector), kept current from Service and Pod watches, rendered into each pod's
+//! hosts file.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -13,12 +14,6 @@ use tokio::sync::watch;
 
 /// (namespace, service) -> IPs of its ready endpoints, sorted.
 pub type ServiceIps = BTreeMap<(String, String), Vec<String>>;
-
-/// EndpointSlice (namespace/name) -> its Service and ready IPs.
-type Slices = BTreeMap<String, ((String, String), Vec<String>)>;
-
-/// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The hosts file of a pod: localhost, its own name, and for every Service with a
 /// ready endpoint the first of their IPs under `svc.ns`, `svc.ns.svc` and
@@ -42,76 +37,104 @@ pub fn render(pod_ip: &str, hostname: &str, namespace: &str, services: &ServiceI
     out
 }
 
-/// The ready addresses of one slice, with its Service.
-fn slice_ips(slice: &EndpointSlice) -> Option<((String, String), Vec<String>)> {
-    let ns = slice.metadata.namespace.clone()?;
-    let svc = slice
-        .metadata
-        .labels
-        .as_ref()?
-        .get(SERVICE_NAME_LABEL)?
-        .clone();
-    let ips = slice
-        .endpoints
-        .iter()
-        .flatten()
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-        .flat_map(|e| e.addresses.iter().cloned())
-        .collect();
-    Some(((ns, svc), ips))
+/// Whether `pod` is a ready endpoint of a Service with `selector`: the labels match,
+/// it has a pod IP, it is Ready and not being deleted.
+pub fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
+    if selector.is_empty() || pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let has_ip = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .is_some_and(|ip| !ip.is_empty());
+    ready && has_ip && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Watches EndpointSlices until the receiver side is gone, publishing the ready IPs
-/// per Service on every change. Watch errors are retried with backoff.
+/// The ready pod IPs of every Service with a selector.
+pub fn service_ips(
+    services: &BTreeMap<(String, String), BTreeMap<String, String>>,
+    pods: &BTreeMap<(String, String), Pod>,
+) -> ServiceIps {
+    let mut out = ServiceIps::new();
+    for ((ns, name), selector) in services {
+        let mut ips: Vec<String> = pods
+            .iter()
+            .filter(|((pod_ns, _), pod)| pod_ns == ns && selects(selector, pod))
+            .filter_map(|(_, pod)| pod.status.as_ref()?.pod_ip.clone())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        out.insert((ns.clone(), name.clone()), ips);
+    }
+    out
+}
+
+fn key_of<K: kube::Resource>(object: &K) -> (String, String) {
+    let meta = object.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Watches Services and Pods until the receiver side is gone, publishing the ready
+/// pod IPs per Service whenever they change. (EndpointSlices cannot serve: the API
+/// refuses loopback endpoint addresses, and kubesim's pod IPs are in 127.0.0.0/8.)
+/// Watch errors are retried with backoff.
 pub async fn watch_services(client: Client, publish: watch::Sender<Arc<ServiceIps>>) {
-    let api: Api<EndpointSlice> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-    let mut stream = std::pin::pin!(stream);
-    // Slice (namespace/name) -> its service and IPs.
-    let mut slices: Slices = BTreeMap::new();
-    let mut relisted: Option<Slices> = None;
-    let key = |s: &EndpointSlice| {
-        format!(
-            "{}/{}",
-            s.metadata.namespace.as_deref().unwrap_or(""),
-            s.metadata.name.as_deref().unwrap_or("")
-        )
-    };
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(Event::Init) => relisted = Some(BTreeMap::new()),
-            Ok(Event::InitApply(s)) => {
-                if let (Some(fresh), Some(ips)) = (relisted.as_mut(), slice_ips(&s)) {
-                    fresh.insert(key(&s), ips);
+    let services = watcher::watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let pods =
+        watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff();
+    let mut services = std::pin::pin!(services);
+    let mut pods = std::pin::pin!(pods);
+    let mut selectors: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
+    let mut known: BTreeMap<(String, String), Pod> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            svc = services.next() => match svc {
+                Some(Ok(svc)) => {
+                    let selector = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+                    selectors.insert(key_of(&svc), selector);
                 }
-                continue;
-            }
-            Ok(Event::InitDone) => slices = relisted.take().unwrap_or_default(),
-            Ok(Event::Apply(s)) => {
-                if let Some(ips) = slice_ips(&s) {
-                    slices.insert(key(&s), ips);
+                Some(Err(err)) => {
+                    tracing::warn!(%err, "kubesim Service watch error (retrying)");
+                    continue;
                 }
-            }
-            Ok(Event::Delete(s)) => {
-                slices.remove(&key(&s));
-            }
-            Err(err) => {
-                tracing::warn!(%err, "kubesim EndpointSlice watch error (retrying)");
-                continue;
-            }
+                None => return,
+            },
+            pod = pods.next() => match pod {
+                Some(Ok(Event::Apply(p) | Event::InitApply(p))) => {
+                    known.insert(key_of(&p), p);
+                }
+                Some(Ok(Event::Delete(p))) => {
+                    known.remove(&key_of(&p));
+                }
+                Some(Ok(Event::Init | Event::InitDone)) => continue,
+                Some(Err(err)) => {
+                    tracing::warn!(%err, "kubesim pod watch (Service names) error (retrying)");
+                    continue;
+                }
+                None => return,
+            },
         }
-        let mut services: ServiceIps = BTreeMap::new();
-        for (svc, ips) in slices.values() {
-            services
-                .entry(svc.clone())
-                .or_default()
-                .extend(ips.iter().cloned());
-        }
-        for ips in services.values_mut() {
-            ips.sort();
-            ips.dedup();
-        }
-        if publish.send(Arc::new(services)).is_err() {
+        let ips = service_ips(&selectors, &known);
+        let changed = publish.send_if_modified(|current| {
+            if **current == ips {
+                return false;
+            }
+            *current = Arc::new(ips.clone());
+            true
+        });
+        if !changed && publish.is_closed() {
             return;
         }
     }
@@ -120,6 +143,40 @@ pub async fn watch_services(client: Client, publish: watch::Sender<Arc<ServiceIp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(ns: &str, name: &str, app: &str, ip: &str, ready: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": ns, "name": name, "labels": {"app": app}},
+            "status": {"podIP": ip, "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }}
+            ]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn services_resolve_to_their_ready_selected_pods_only() {
+        let selectors = [
+            (
+                ("a".to_string(), "redis".to_string()),
+                [("app".to_string(), "redis".to_string())].into(),
+            ),
+            (("a".to_string(), "headless".to_string()), BTreeMap::new()),
+        ]
+        .into();
+        let pods = [
+            pod("a", "r1", "redis", "127.99.0.2", true),
+            pod("a", "r2", "redis", "127.99.0.1", false),
+            pod("b", "r3", "redis", "127.99.0.3", true),
+            pod("a", "w", "web", "127.99.0.4", true),
+        ]
+        .into_iter()
+        .map(|p| (key_of(&p), p))
+        .collect();
+        let ips = service_ips(&selectors, &pods);
+        assert_eq!(ips[&("a".to_string(), "redis".to_string())], ["127.99.0.2"]);
+        assert!(ips[&("a".to_string(), "headless".to_string())].is_empty());
+    }
 
     #[test]
     fn hosts_name_services_of_the_own_namespace_short_and_others_qualified() {
