@@ -8,8 +8,10 @@
 //! taint-based eviction, ServiceAccount, ...) with test-speed settings: nodes whose
 //! heartbeats stop are NotReady after [`NODE_MONITOR_GRACE`], and pods tolerate
 //! `not-ready`/`unreachable` for [`DEFAULT_TOLERATION_SECONDS`] only. The
-//! ServiceAccount admission plugin stays off (pods get no token volumes). Kubelet
-//! behaviour comes from [`crate::kubesim`].
+//! ServiceAccount admission plugin is on, as in a real cluster: pods get the projected
+//! `kube-api-access-*` volume (token, `kube-root-ca.crt` published by the
+//! controller-manager's `--root-ca-file`, namespace), and a pod whose ServiceAccount
+//! does not exist is refused. Kubelet behaviour comes from [`crate::kubesim`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -184,9 +186,6 @@ impl ControlPlane {
             "--authorization-mode=RBAC".to_string(),
             format!("--default-not-ready-toleration-seconds={DEFAULT_TOLERATION_SECONDS}"),
             format!("--default-unreachable-toleration-seconds={DEFAULT_TOLERATION_SECONDS}"),
-            // Pods get no service-account token volumes: nothing reads them, and pod
-            // specs stay as the tests wrote them.
-            "--disable-admission-plugins=ServiceAccount".to_string(),
             "--allow-privileged=true".to_string(),
             // The endpoints of the `kubernetes` Service may not be a loopback address,
             // so the reconciler would log an error every few seconds.

@@ -22,6 +22,10 @@ pub struct TestEnvOptions {
     pub control_plane: ControlPlaneOptions,
     /// The simulator.
     pub kubesim: kubesim::Options,
+    /// Images whose pods kubesim runs as real processes (added to
+    /// `kubesim.images`); the runtime's pod directories go to `pods/` in the control
+    /// plane's directory, and pods reach the API server at 127.0.0.1.
+    pub images: kubesim::runtime::ImageMap,
 }
 
 /// A real control plane (etcd, kube-apiserver, kube-scheduler,
@@ -62,6 +66,22 @@ impl TestEnv {
     pub async fn start(opts: TestEnvOptions) -> Result<TestEnv> {
         let control_plane = ControlPlane::start(opts.control_plane).await?;
         let client = control_plane.client()?;
+        let mut sim_opts = opts.kubesim;
+        sim_opts.images.extend(opts.images);
+        if !sim_opts.images.is_empty() {
+            sim_opts
+                .runtime_dir
+                .get_or_insert_with(|| control_plane.dir().join("pods"));
+            let port = control_plane
+                .server_url()
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .context("the apiserver URL has no port")?;
+            sim_opts
+                .api_server
+                .get_or_insert_with(|| ("127.0.0.1".to_string(), port));
+        }
         let (ready_tx, ready_rx) = oneshot::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -70,7 +90,7 @@ impl TestEnv {
         let (kubesim_handle, commands) = kubesim::Handle::new();
         let handle = tokio::spawn(kubesim::run_notify(
             client.clone(),
-            opts.kubesim,
+            sim_opts,
             shutdown,
             Some(ready_tx),
             commands,
@@ -309,24 +329,34 @@ fn unique_name(prefix: &str) -> String {
 /// binary is killed. Panics if the environment cannot start; every test that calls
 /// it then fails with the same message (the start is not retried).
 pub fn shared() -> &'static TestEnv {
-    match SHARED.get_or_init(start_shared) {
+    match SHARED.get_or_init(|| start_static(TestEnvOptions::default())) {
         Ok(env) => env,
         Err(err) => panic!("testenv: cannot start the shared test environment: {err}"),
     }
 }
 
-static SHARED: OnceLock<Result<TestEnv, String>> = OnceLock::new();
+static SHARED: OnceLock<Result<&'static TestEnv, String>> = OnceLock::new();
 
-/// Runs at normal process exit (the test harness ends with `exit`): kills the shared
-/// servers and removes their directory (etcd preallocates ~100 MB of WAL). Abnormal
-/// exits are covered by PDEATHSIG and the sweep of stale directories.
-extern "C" fn clean_up_shared() {
-    if let Some(Ok(env)) = SHARED.get() {
-        env.control_plane.kill_at_exit();
+/// Every environment of [`start_static`], killed at exit.
+static STATIC_ENVS: std::sync::Mutex<Vec<&'static TestEnv>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs at normal process exit (the test harness ends with `exit`): kills the servers
+/// of every [`start_static`] environment and removes their directories (etcd
+/// preallocates ~100 MB of WAL). Abnormal exits are covered by PDEATHSIG and the
+/// sweep of stale directories.
+extern "C" fn clean_up_static() {
+    if let Ok(envs) = STATIC_ENVS.lock() {
+        for env in envs.iter() {
+            env.control_plane.kill_at_exit();
+        }
     }
 }
 
-fn start_shared() -> Result<TestEnv, String> {
+/// A [`TestEnv`] with `opts` that lives as long as the process, started like
+/// [`shared`] on a thread of its own with its own tokio runtime, and cleaned up at
+/// exit like it. For a test binary that needs options of its own (image mappings,
+/// say): call it once and keep the result in a `OnceLock`.
+pub fn start_static(opts: TestEnvOptions) -> Result<&'static TestEnv, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("testenv-shared".into())
@@ -343,7 +373,7 @@ fn start_shared() -> Result<TestEnv, String> {
             };
             runtime.block_on(async move {
                 let started = Instant::now();
-                match TestEnv::start(TestEnvOptions::default()).await {
+                match TestEnv::start(opts).await {
                     Ok(env) => {
                         eprintln!(
                             "testenv: shared control plane at {} ready in {:.1?} (kubesim up after {:.1?})",
@@ -351,6 +381,7 @@ fn start_shared() -> Result<TestEnv, String> {
                             env.control_plane.startup_time(),
                             started.elapsed()
                         );
+                        let env: &'static TestEnv = Box::leak(Box::new(env));
                         let _ = tx.send(Ok(env));
                         // Keep the runtime, and with it kubesim, alive until exit.
                         std::future::pending::<()>().await;
@@ -367,10 +398,16 @@ fn start_shared() -> Result<TestEnv, String> {
     let env = rx
         .recv()
         .map_err(|_| "the testenv thread ended without starting".to_string())??;
-    // SAFETY: registers a plain function; it only reads a static initialised by then.
-    unsafe {
-        libc::atexit(clean_up_shared);
+    let mut envs = STATIC_ENVS
+        .lock()
+        .map_err(|_| "the testenv registry is poisoned".to_string())?;
+    if envs.is_empty() {
+        // SAFETY: registers a plain function; it only reads a static.
+        unsafe {
+            libc::atexit(clean_up_static);
+        }
     }
+    envs.push(env);
     Ok(env)
 }
 

@@ -36,7 +36,7 @@ pub mod tools;
 mod workdir;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions};
-pub use env::{TestEnv, TestEnvOptions, shared, wait_nodes_schedulable};
+pub use env::{TestEnv, TestEnvOptions, shared, start_static, wait_nodes_schedulable};
 pub use faultproxy::{FaultProxy, FaultStats, Faults};
 pub use pods::{describe as describe_pod, pods_summary};
 pub use redis::RedisServer;

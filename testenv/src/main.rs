@@ -35,6 +35,14 @@ enum Cmd {
         /// Seconds to wait for the apiserver to become ready.
         #[arg(long, default_value_t = 90)]
         ready_timeout: u64,
+        /// Run pods of IMAGE as real processes: `IMAGE=PATH` uses the host binary PATH
+        /// as the image's entrypoint, `IMAGE=` runs the pod's command/args as given
+        /// (resolved on the host's /usr). Repeatable. Logs go to DIR/pods/.
+        #[arg(long = "map-image", value_name = "IMAGE=PATH")]
+        map_image: Vec<String>,
+        /// Once everything is ready, `kubectl apply -k` these directories (in order).
+        #[arg(long = "apply-k", value_name = "DIR")]
+        apply_k: Vec<PathBuf>,
     },
     /// Run only kubesim against an existing cluster until SIGINT/SIGTERM.
     Kubesim {
@@ -111,7 +119,24 @@ async fn run(cli: Cli) -> Result<()> {
             dir,
             sim,
             ready_timeout,
-        } => up(dir, sim.options()?, Duration::from_secs(ready_timeout)).await,
+            map_image,
+            apply_k,
+        } => {
+            let images = map_image
+                .iter()
+                .map(|m| kubesim::runtime::parse_mapping(m))
+                .collect::<Result<_>>()?;
+            let opts = TestEnvOptions {
+                control_plane: ControlPlaneOptions {
+                    dir: Some(dir),
+                    ready_timeout: Duration::from_secs(ready_timeout),
+                    binaries_dir: None,
+                },
+                kubesim: sim.options()?,
+                images,
+            };
+            up(opts, &apply_k).await
+        }
         Cmd::Kubesim { kubeconfig, sim } => {
             let stop = stop_signal()?;
             let config = kube::Config::from_custom_kubeconfig(
@@ -128,17 +153,13 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn up(dir: PathBuf, sim: kubesim::Options, ready_timeout: Duration) -> Result<()> {
+/// How long one `kubectl apply -k` may take.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn up(opts: TestEnvOptions, apply: &[PathBuf]) -> Result<()> {
     // Handlers first: a SIGTERM during start-up must still stop the servers in order.
     let stop = stop_signal()?;
-    let opts = TestEnvOptions {
-        control_plane: ControlPlaneOptions {
-            dir: Some(dir),
-            ready_timeout,
-            binaries_dir: None,
-        },
-        kubesim: sim,
-    };
+    let real_pods = !opts.images.is_empty();
     let mut stop = std::pin::pin!(stop);
     let env = tokio::select! {
         env = TestEnv::start(opts) => env?,
@@ -155,6 +176,28 @@ async fn up(dir: PathBuf, sim: kubesim::Options, ready_timeout: Duration) -> Res
         cp.startup_time(),
         cp.dir().join("logs").display()
     );
+    for dir in apply {
+        let mut kubectl = tokio::process::Command::new(env.binaries_dir().join("kubectl"));
+        kubectl
+            .arg("--kubeconfig")
+            .arg(env.kubeconfig_path())
+            .args(["apply", "-k"])
+            .arg(dir)
+            .kill_on_drop(true);
+        let status = tokio::time::timeout(APPLY_TIMEOUT, kubectl.status())
+            .await
+            .with_context(|| format!("kubectl apply -k {} timed out", dir.display()))?
+            .context("cannot run kubectl")?;
+        if !status.success() {
+            anyhow::bail!("kubectl apply -k {} failed ({status})", dir.display());
+        }
+    }
+    if real_pods {
+        eprintln!(
+            "testenv: real pods log to {}/<namespace>_<pod>_<uid>/<container>.log",
+            cp.dir().join("pods").display()
+        );
+    }
     println!("export KUBECONFIG={}", env.kubeconfig_path().display());
     std::io::stdout()
         .flush()

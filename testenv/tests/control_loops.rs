@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{create, phase, pod, watch_pod, watch_until};
+use common::{condition, create, phase, pod, watch_pod, watch_until};
 use k8s_openapi::api::core::v1::{Event, Node, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
@@ -42,15 +42,6 @@ fn placed_pod(
         ..ResourceRequirements::default()
     });
     p
-}
-
-fn condition<'a>(pod: &'a Pod, kind: &str) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
-    pod.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == kind)
 }
 
 fn node_name(pod: &Pod) -> Option<&str> {

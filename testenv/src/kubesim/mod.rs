@@ -15,18 +15,23 @@
 //! timer queue ([`DelayQueue`]) instead of a sleeping task per pod, at most
 //! [`Options::max_concurrent_writes`] API writes in flight, and retries with backoff.
 //!
-//! Not simulated: probes, volumes, images and anything on the pod network.
+//! Pods of the images in [`Options::images`] are not simulated: [`runtime`] runs
+//! their container as a real process in a bubblewrap sandbox, with probes, volumes,
+//! the ServiceAccount token and a pod IP of its own. For all other pods nothing runs:
+//! probes, volumes, images and the pod network are not simulated.
 
 pub mod behaviour;
 pub mod nodes;
 mod plan;
 mod pod;
 pub mod policy;
+pub mod runtime;
 pub mod status;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +73,14 @@ pub struct Options {
     /// How often each node's status is posted again (Ready, with a fresh
     /// `lastHeartbeatTime`).
     pub node_status_interval: Duration,
+    /// Images whose pods run for real ([`runtime`]); empty: everything is simulated.
+    pub images: runtime::ImageMap,
+    /// Directory of the real pods (volumes, hosts files, container logs); needed when
+    /// `images` is not empty.
+    pub runtime_dir: Option<PathBuf>,
+    /// The API server as real pods reach it (`KUBERNETES_SERVICE_HOST`, `_PORT`);
+    /// needed when `images` is not empty.
+    pub api_server: Option<(String, u16)>,
 }
 
 impl Default for Options {
@@ -82,6 +95,9 @@ impl Default for Options {
             max_concurrent_writes: 32,
             heartbeat_interval: Duration::from_secs(2),
             node_status_interval: Duration::from_secs(10),
+            images: runtime::ImageMap::new(),
+            runtime_dir: None,
+            api_server: None,
         }
     }
 }
@@ -209,16 +225,21 @@ pub(crate) async fn run_notify(
     let nodes: Vec<SimNode> = (0..opts.nodes.max(1))
         .map(|i| SimNode::new(&opts.node_prefix, i))
         .collect();
-    let (registered, installed) =
-        tokio::join!(nodes::register(&client, &nodes), policy::install(&client));
+    let (registered, installed, real) = tokio::join!(
+        nodes::register(&client, &nodes),
+        policy::install(&client),
+        start_runtime(&client, &opts)
+    );
     registered.context("kubesim cannot register its nodes")?;
     installed.context("kubesim cannot install its schedule=never admission policy")?;
+    let real = real.context("kubesim cannot start its process runtime")?;
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
     let mut heartbeat = tokio::time::interval(opts.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sim = Sim::new(client.clone(), opts, nodes);
+    sim.runtime = real;
     let watch =
         watcher::watcher(Api::<Pod>::all(client), watcher::Config::default()).default_backoff();
     let mut watch = std::pin::pin!(watch);
@@ -251,6 +272,31 @@ pub(crate) async fn run_notify(
     Ok(())
 }
 
+/// The process runtime, if any images are mapped.
+async fn start_runtime(client: &Client, opts: &Options) -> Result<Option<runtime::Runtime>> {
+    if opts.images.is_empty() {
+        return Ok(None);
+    }
+    let dir = opts
+        .runtime_dir
+        .clone()
+        .context("Options::runtime_dir is needed to run mapped images")?;
+    let (api_host, api_port) = opts
+        .api_server
+        .clone()
+        .context("Options::api_server is needed to run mapped images")?;
+    let config = runtime::Config {
+        images: opts.images.clone(),
+        dir,
+        api_host,
+        api_port,
+        crash_backoff: opts.crash_backoff,
+    };
+    runtime::Runtime::start(client.clone(), config)
+        .await
+        .map(Some)
+}
+
 /// A finished write.
 struct Done {
     key: String,
@@ -281,6 +327,13 @@ struct Sim {
     heartbeats: u64,
     /// Keys seen since the watch (re)started listing, to drop pods deleted meanwhile.
     relisted: Option<HashSet<String>>,
+    /// Runs the pods of mapped images for real.
+    runtime: Option<runtime::Runtime>,
+}
+
+/// The keys of `map` that are not in `seen` (pods gone while the watch relisted).
+fn keys_not_in<V>(map: &HashMap<String, V>, seen: &HashSet<String>) -> Vec<String> {
+    map.keys().filter(|k| !seen.contains(*k)).cloned().collect()
 }
 
 fn key_of(pod: &Pod) -> String {
@@ -310,6 +363,7 @@ impl Sim {
             heartbeat_busy: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             heartbeats: 0,
             relisted: None,
+            runtime: None,
         }
     }
 
@@ -324,13 +378,10 @@ impl Sim {
             }
             Event::InitDone => {
                 if let Some(seen) = self.relisted.take() {
-                    let gone: Vec<String> = self
-                        .pods
-                        .keys()
-                        .filter(|k| !seen.contains(*k))
-                        .cloned()
-                        .collect();
-                    for key in gone {
+                    if let Some(real) = self.runtime.as_mut() {
+                        real.retain(&seen);
+                    }
+                    for key in keys_not_in(&self.pods, &seen) {
                         self.forget(&key);
                     }
                 }
@@ -338,6 +389,12 @@ impl Sim {
             Event::Apply(pod) => self.apply(&pod),
             Event::Delete(pod) => {
                 let key = key_of(&pod);
+                if let Some(real) = self.runtime.as_mut()
+                    && real.handles(&pod)
+                {
+                    real.delete(&key);
+                    return;
+                }
                 if self.pods.get(&key).map(|p| p.uid.as_str()) == pod.metadata.uid.as_deref() {
                     self.forget(&key);
                 }
@@ -347,6 +404,19 @@ impl Sim {
 
     fn apply(&mut self, pod: &Pod) {
         let key = key_of(pod);
+        if let Some(real) = self.runtime.as_mut()
+            && real.handles(pod)
+        {
+            let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            let node = node_name.and_then(|n| self.nodes.iter().find(|node| node.name == n));
+            let observed = runtime::Observed {
+                pod: pod.clone(),
+                node: node.cloned(),
+                foreign: node_name.is_some_and(|n| !n.is_empty()) && node.is_none(),
+            };
+            real.apply(&key, observed);
+            return;
+        }
         let uid = pod.metadata.uid.as_deref().unwrap_or("");
         match self.pods.get_mut(&key) {
             Some(known) if known.uid == uid => known.refresh_spec(pod, &self.nodes),

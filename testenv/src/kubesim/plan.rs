@@ -22,7 +22,7 @@ pub struct Plan {
 }
 
 /// Crash-loop back-off like the kubelet's: `initial`, doubling, at most 5 minutes.
-fn crash_backoff(initial: Duration, restarts: i32) -> Duration {
+pub(crate) fn crash_backoff(initial: Duration, restarts: i32) -> Duration {
     let doublings = u32::try_from(restarts.saturating_sub(1))
         .unwrap_or(0)
         .min(16);
@@ -73,6 +73,7 @@ pub fn plan(
             restart_count: next.restart_count,
             reason,
             other_conditions: &pod.other_conditions,
+            ready: true,
         }))
     };
     // The state of the containers when the pod is killed: a running container
@@ -114,6 +115,7 @@ pub fn plan(
                 restart_count: 0,
                 reason: None,
                 other_conditions: &pod.other_conditions,
+                ready: false,
             }))
         }
         Action::PullError => {

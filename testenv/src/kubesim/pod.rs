@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::behaviour::Behaviour;
 use super::nodes::SimNode;
-use super::status::{KUBELET_CONDITIONS, Shape, State};
+use super::status::{Shape, State};
 
 /// How far a pod has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,15 +246,7 @@ impl SimPod {
             Some("OnFailure") => Restart::OnFailure,
             _ => Restart::Always,
         };
-        self.other_conditions = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
-            .filter_map(|c| serde_json::to_value(c).ok())
-            .collect();
+        self.other_conditions = super::status::foreign_conditions(pod);
         self.active_deadline = spec
             .and_then(|s| s.active_deadline_seconds)
             .and_then(|s| u64::try_from(s).ok())

@@ -143,6 +143,8 @@ pub struct Snapshot<'a> {
     /// Conditions that others own (DisruptionTarget from the taint manager, say),
     /// carried along because a merge patch replaces the whole list.
     pub other_conditions: &'a [Value],
+    /// Whether the containers are ready (running, and their readiness probe passed).
+    pub ready: bool,
 }
 
 /// Condition types a kubelet owns and writes itself.
@@ -153,6 +155,19 @@ pub const KUBELET_CONDITIONS: [&str; 5] = [
     "ContainersReady",
     "PodScheduled",
 ];
+
+/// The conditions of `pod` that a kubelet does not own (DisruptionTarget from the
+/// taint manager, say), to be carried along in every status written.
+pub fn foreign_conditions(pod: &Pod) -> Vec<Value> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| !KUBELET_CONDITIONS.contains(&c.type_.as_str()))
+        .filter_map(|c| serde_json::to_value(c).ok())
+        .collect()
+}
 
 /// Formats a timestamp the way Kubernetes serialises `metav1.Time`.
 pub fn time(ts: Timestamp) -> String {
@@ -224,16 +239,17 @@ fn fake_id(seed: &str) -> String {
 /// The `{"status": ...}` merge patch for `s`.
 pub fn patch(s: &Snapshot<'_>) -> Value {
     let running = matches!(s.state, State::Running { .. });
+    let ready = running && s.ready;
     let names: Vec<&str> = s.shape.containers.iter().map(|c| c.name.as_str()).collect();
     let unready = format!("containers with unready status: [{}]", names.join(" "));
-    let ready_reason = if running {
+    let ready_reason = if ready {
         None
     } else if s.phase == Phase::Succeeded {
         Some("PodCompleted")
     } else {
         Some("ContainersNotReady")
     };
-    let ready_message = if running || s.phase == Phase::Succeeded {
+    let ready_message = if ready || s.phase == Phase::Succeeded {
         ""
     } else {
         unready.as_str()
@@ -242,10 +258,10 @@ pub fn patch(s: &Snapshot<'_>) -> Value {
     let mut conditions = json!([
         condition("PodReadyToStartContainers", sandbox, s.changed_at, None, ""),
         condition("Initialized", true, s.start_time, None, ""),
-        condition("Ready", running, s.changed_at, ready_reason, ready_message),
+        condition("Ready", ready, s.changed_at, ready_reason, ready_message),
         condition(
             "ContainersReady",
-            running,
+            ready,
             s.changed_at,
             ready_reason,
             ready_message
@@ -268,7 +284,7 @@ pub fn patch(s: &Snapshot<'_>) -> Value {
                 "name": c.name,
                 "image": c.image,
                 "imageID": if started { format!("{}@sha256:{}", c.image, fake_id(&c.image)) } else { String::new() },
-                "ready": running,
+                "ready": ready,
                 "started": running,
                 "restartCount": s.restart_count,
                 "state": state_json(&s.state, &format!("containerd://{id}")),
@@ -352,6 +368,7 @@ mod tests {
             restart_count: 0,
             reason: None,
             other_conditions: &[],
+            ready: false,
         });
         let cs = &body["status"]["containerStatuses"][0];
         assert_eq!(body["status"]["phase"], "Failed");

@@ -139,6 +139,19 @@ pub fn phase(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
+/// The condition `kind` of a pod.
+pub fn condition<'a>(
+    pod: &'a Pod,
+    kind: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+}
+
 /// State of the first container of a pod.
 pub fn container_state(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerState> {
     pod.status
