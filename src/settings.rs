@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use sources::{UnknownVariable, unknown_variables};
 pub use ha::HaSettings;
+pub use sources::{UnknownVariable, unknown_variables};
 pub use validate::ConfigError;
 
 /// The template an event without a `template` field uses; it always exists.

@@ -619,12 +619,23 @@ fn the_workers_have_a_namespace_of_their_own_with_the_role_in_it() {
         .map(|doc| string_at(doc, "/metadata/name").to_string())
         .collect();
     assert_eq!(namespaces, [NAMESPACE, WORKERS]);
+    // The pods (and Events) Role in the worker namespace; the Lease's Role, and nothing
+    // else, in ottoscaler's own.
     for doc in file_documents("manifests/base/rbac.yaml") {
+        let (expected, rules) = match string_at(&doc, "/metadata/name") {
+            "ottoscaler" => (WORKERS, "pods"),
+            "ottoscaler-leader" => (NAMESPACE, "leases"),
+            other => panic!(
+                "unexpected {} {other} in rbac.yaml",
+                string_at(&doc, "/kind")
+            ),
+        };
         assert_eq!(
             string_at(&doc, "/metadata/namespace"),
-            WORKERS,
-            "{} lives in the worker namespace",
-            string_at(&doc, "/kind")
+            expected,
+            "{} {} lives in the namespace of its {rules}",
+            string_at(&doc, "/kind"),
+            string_at(&doc, "/metadata/name")
         );
         if doc["kind"] == "RoleBinding" {
             assert_eq!(string_at(&doc, "/subjects/0/namespace"), NAMESPACE);
@@ -675,7 +686,19 @@ async fn pod_security_admits_ottoscaler_restricted_and_keeps_workers_off_the_nod
     let workers = env.namespace("psa-workers").await;
     label_like(&admin, &workers, WORKERS).await;
 
-    // ottoscaler's pod, as the Deployment makes it, passes `restricted`.
+    // ottoscaler's pod, as the Deployment makes it, passes `restricted` (its
+    // ServiceAccount must exist for the ServiceAccount admission plugin).
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("ottoscaler".into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    Api::<ServiceAccount>::namespaced(admin.clone(), &own)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create the ottoscaler ServiceAccount");
     let deployment = single_document("manifests/base/deployment.yaml");
     let spec: PodSpec =
         serde_json::from_value(deployment["spec"]["template"]["spec"].clone()).expect("a PodSpec");
