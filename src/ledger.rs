@@ -70,6 +70,11 @@ pub struct WorkerEntry<H> {
 }
 
 impl<H> WorkerEntry<H> {
+    /// Its pod was never to be created: it was cancelled while queued.
+    pub fn never_created(&self) -> bool {
+        self.never_created
+    }
+
     /// The worker's template: from the pod it builds, else the latest view of its pod.
     pub fn template(&self) -> Option<&str> {
         self.template

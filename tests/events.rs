@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Event as CoreEvent;
@@ -37,6 +38,17 @@ async fn wait_event(h: &Harness, pod: &str, reason: &str) -> Event {
             "no Event {reason} on {pod} after {EVENT_TIMEOUT:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the recorder has counted `n` Events published (the count follows the
+/// API's answer, so it can trail the Event's appearance).
+async fn wait_published(h: &Harness, n: f64) {
+    let published = r#"ottoscaler_kube_events_total{result="published"} "#;
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    while common::ottoscaler::metric_value(&h.metrics.encode(), published) != Some(n) {
+        assert!(Instant::now() < deadline, "{}", h.metrics.encode());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -108,6 +120,7 @@ async fn failed_and_timed_out_workers_get_an_event_on_their_pod() {
         "{note}"
     );
     // Published, and nothing dropped or refused.
+    wait_published(&h, 2.0).await;
     let metrics = h.metrics.encode();
     assert!(
         metrics.contains(r#"ottoscaler_kube_events_total{result="published"} 2"#),
@@ -141,6 +154,61 @@ async fn a_succeeded_worker_gets_no_event() {
         metrics.contains(r#"ottoscaler_kube_events_total{result="published"} 0"#),
         "{metrics}"
     );
+}
+
+/// A worker cancelled while queued never had a pod and gets no Event; one cancelled
+/// with its pod Pending gets a Normal `WorkerCancelled`.
+#[actix_rt::test]
+async fn a_cancelled_worker_gets_an_event_only_if_it_had_a_pod() {
+    let mut settings = test_settings();
+    settings.limits.max_workers = 1;
+    settings.limits.max_pods_per_event = 1;
+    settings.worker.pending_timeout = Duration::from_secs(300);
+    let h = Harness::start("events-cancel", &settings).await;
+    let pending = h
+        .send(scale_up("720-0", "task-c", 1, "never"))
+        .await
+        .expect("accepted");
+    let queued = tokio::spawn(h.supervisor.send(scale_up("720-1", "task-q", 1, "default")));
+    let deadline = Instant::now() + RESULTS_TIMEOUT;
+    while h.status().await.queued_events == 0 {
+        assert!(Instant::now() < deadline, "{:?}", h.status().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.send(scale_down("721-0", "task-q", None))
+        .await
+        .expect("queued one cancelled");
+    let answer = tokio::time::timeout(RESULTS_TIMEOUT, queued)
+        .await
+        .expect("answered")
+        .expect("join")
+        .expect("mailbox");
+    assert!(answer.is_ok(), "{answer:?}");
+    h.send(scale_down("722-0", "task-c", None))
+        .await
+        .expect("pending one cancelled");
+    let results = h.results.wait_for(2, RESULTS_TIMEOUT).await;
+    assert_eq!(
+        outcomes(&results),
+        BTreeMap::from([("cancelled".into(), 2)]),
+        "{results:?}"
+    );
+
+    let event = wait_event(&h, &pending.pods[0], "WorkerCancelled").await;
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    // The recorder takes Events in order and the queued worker's result came first: with
+    // the pending one's Event counted, exactly one was ever sent.
+    wait_published(&h, 1.0).await;
+    let metrics = h.metrics.encode();
+    for (result, n) in [("published", 1), ("failed", 0), ("dropped", 0)] {
+        assert!(
+            metrics.contains(&format!(
+                r#"ottoscaler_kube_events_total{{result="{result}"}} {n}"#
+            )),
+            "{result}: {metrics}"
+        );
+    }
+    h.wait_no_pods(Duration::from_secs(30)).await;
 }
 
 fn failure(i: u32) -> WorkerFinished {

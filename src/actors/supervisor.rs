@@ -530,10 +530,12 @@ impl Handler<WorkerFinished> for Supervisor {
                 Duration::from_millis(msg.duration_ms),
             );
             // Best effort, never waited for: the results stream is the durable record.
-            if let Some(events) = &self.config.worker_env.events {
-                let uid = worker
-                    .and_then(|w| w.last.as_ref())
-                    .and_then(|o| o.uid.clone());
+            // A worker cancelled while queued has no pod to put an Event on.
+            let uid = worker
+                .and_then(|w| w.last.as_ref())
+                .and_then(|o| o.uid.clone());
+            let no_pod = worker.is_some_and(|w| w.never_created());
+            if let (Some(events), false) = (&self.config.worker_env.events, no_pod) {
                 events.do_send(RecordWorkerEvent {
                     result: msg.clone(),
                     uid,
