@@ -290,7 +290,9 @@ config:
   limits: {max_workers: 20}
   redis: {stream: "ci:events", claim_idle: 90s}
   templates:
-    gpu: {pod_spec_file: /etc/ottoscaler/gpu.yaml}
+    gpu:
+      pod_spec_file: /etc/ottoscaler/gpu.yaml
+      command: ["sh", "-c", "echo \"<a & b>\" 'c:\\d' ü 🚀\nexit 0"]
 configFiles:
   gpu.yaml:
     containers: [{name: worker, image: "registry.example.com/agent-gpu:1"}]
@@ -359,6 +361,10 @@ networkPolicy:
     assert_eq!(
         config["templates"]["gpu"]["pod_spec_file"],
         "/etc/ottoscaler/gpu.yaml"
+    );
+    assert_eq!(
+        config["templates"]["gpu"]["command"][2], "echo \"<a & b>\" 'c:\\d' ü 🚀\nexit 0",
+        "quotes, backslashes, HTML characters, non-ASCII and newlines survive"
     );
     assert!(config["templates"]["default"].is_object());
     let gpu = configmap["data"]["gpu.yaml"]

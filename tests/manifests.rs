@@ -705,6 +705,16 @@ async fn pod_security_admits_ottoscaler_restricted_and_keeps_workers_off_the_nod
     dry_run_create(&admin, &own, &pod_with("ottoscaler-psa", spec.clone()))
         .await
         .unwrap_or_else(|e| panic!("ottoscaler's pod refused in its namespace: {e}"));
+    // So does dev/'s Redis, which runs beside it.
+    let redis = file_documents("manifests/dev/redis.yaml")
+        .into_iter()
+        .find(|doc| doc["kind"] == "Deployment")
+        .expect("dev/redis.yaml has a Deployment");
+    let redis_spec: PodSpec =
+        serde_json::from_value(redis["spec"]["template"]["spec"].clone()).expect("a PodSpec");
+    dry_run_create(&admin, &own, &pod_with("redis-psa", redis_spec))
+        .await
+        .unwrap_or_else(|e| panic!("dev/'s Redis refused in ottoscaler's namespace: {e}"));
     // The label is enforced: the same pod without its security context is refused.
     let mut loose = spec;
     loose.security_context = None;
