@@ -26,8 +26,8 @@ use serde_json::Value;
 
 use common::ottoscaler::temp_dir;
 use common::tools::{
-    MONITORING_ON, NAMESPACE, chart_dir, helm, helm_template, kustomize, one_of_kind, repo_path,
-    server_dry_run, sorted_names, write_file, yaml_documents,
+    MONITORING_ON, NAMESPACE, chart_dir, helm, helm_template, kustomize, named, one_of_kind,
+    repo_path, server_dry_run, sorted_names, write_file, yaml_documents,
 };
 
 /// The pod template annotation that carries the config's checksum.
@@ -253,14 +253,23 @@ fn the_rendered_config_is_a_valid_configuration() {
     assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
     assert_eq!(settings.http.addr.to_string(), "0.0.0.0:8080");
     assert!(settings.templates.contains_key("default"));
-    // The Role is where the workers go, and binds the ServiceAccount of the release.
-    let role = one_of_kind(&objects, "Role");
-    assert_eq!(role["metadata"]["namespace"], "ottoscaler-workers");
-    let binding = one_of_kind(&objects, "RoleBinding");
-    assert_eq!(
-        binding.pointer("/subjects/0/namespace"),
-        Some(&Value::from(NAMESPACE))
-    );
+    // The pods Role is where the workers go, the Lease's in the release namespace; both
+    // bind the ServiceAccount of the release.
+    for (name, namespace) in [
+        ("ottoscaler", "ottoscaler-workers"),
+        ("ottoscaler-leader", NAMESPACE),
+    ] {
+        assert_eq!(
+            named(&objects, "Role", name)["metadata"]["namespace"],
+            namespace
+        );
+        let binding = named(&objects, "RoleBinding", name);
+        assert_eq!(binding["metadata"]["namespace"], namespace);
+        assert_eq!(
+            binding.pointer("/subjects/0/namespace"),
+            Some(&Value::from(NAMESPACE))
+        );
+    }
 }
 
 #[test]
@@ -342,11 +351,11 @@ networkPolicy:
         "baseline"
     );
     assert_eq!(
-        one_of_kind(&objects, "Role")["metadata"]["namespace"],
+        named(&objects, "Role", "ottoscaler")["metadata"]["namespace"],
         "builds"
     );
     assert_eq!(
-        one_of_kind(&objects, "RoleBinding")["metadata"]["namespace"],
+        named(&objects, "RoleBinding", "ottoscaler")["metadata"]["namespace"],
         "builds"
     );
 
@@ -422,8 +431,11 @@ async fn helm_template_passes_the_api_servers_server_side_dry_run() {
         "configmap/ottoscaler-config",
         "deployment.apps/ottoscaler",
         "networkpolicy.networking.k8s.io/ottoscaler",
+        "poddisruptionbudget.policy/ottoscaler",
         "role.rbac.authorization.k8s.io/ottoscaler",
+        "role.rbac.authorization.k8s.io/ottoscaler-leader",
         "rolebinding.rbac.authorization.k8s.io/ottoscaler",
+        "rolebinding.rbac.authorization.k8s.io/ottoscaler-leader",
         "service/ottoscaler",
         "serviceaccount/ottoscaler",
     ];
