@@ -485,10 +485,19 @@ fn record_of(lease: &Lease) -> LeaseRecord {
 }
 
 /// Clears the holder (duration 1 s) if this identity holds the Lease: `Ok(false)` if it
-/// does not. Retries a conflict with a renewal that was in flight.
-async fn release(leases: &Api<Lease>, config: &ElectorConfig) -> Result<bool, String> {
+/// does not. The first attempt replaces `own` (the last write) directly; a conflict
+/// (a renewal was in flight) reads the Lease again.
+async fn release(
+    leases: &Api<Lease>,
+    config: &ElectorConfig,
+    mut own: Option<Lease>,
+) -> Result<bool, String> {
     for _ in 0..RELEASE_ATTEMPTS {
-        let Some(mut lease) = get(leases, &config.lease_name).await? else {
+        let current = match own.take() {
+            Some(lease) => Some(lease),
+            None => get(leases, &config.lease_name).await?,
+        };
+        let Some(mut lease) = current else {
             return Ok(false);
         };
         if record_of(&lease).holder() != Some(config.identity.as_str()) {
@@ -547,8 +556,9 @@ impl Handler<ReleaseLease> for LeaderElector {
         self.metrics.set_leader(false);
         let leases = self.leases.clone();
         let config = self.config.clone();
+        let own = self.own.take();
         Box::pin(async move {
-            let released = tokio::time::timeout(msg.timeout, release(&leases, &config))
+            let released = tokio::time::timeout(msg.timeout, release(&leases, &config, own))
                 .await
                 .unwrap_or_else(|_| Err("no answer in time".to_string()));
             match &released {
