@@ -5,7 +5,7 @@ NAMESPACE ?= ottoscaler
 EVENT_TASK ?= task-123
 EVENT_PODS ?= 3
 
-.PHONY: help deps controlplane tools build run test chaos bench test-event fmt lint deploy logs demo up clean check-image
+.PHONY: help deps controlplane tools build run test chaos bench test-event fmt lint deploy logs demo up up-cluster clean check-image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,13 @@ lint: ## formatting check and clippy with warnings as errors
 
 up: controlplane ## start the control plane + kubesim on loopback (Ctrl-C stops)
 	$(CARGO) run -p testenv -- up --dir target/testenv
+
+up-cluster: controlplane ## like `up`, plus manifests/dev applied: ottoscaler (debug build) and Redis run for real as sandboxed pods
+	$(CARGO) build --bin ottoscaler
+	$(CARGO) run -p testenv -- up --dir target/testenv \
+		--map-image ghcr.io/otto-ci/ottoscaler:0.1.0=target/debug/ottoscaler \
+		--map-image redis:7-alpine= \
+		--apply-k manifests/dev
 
 deploy: ## install into the current kube context (kubectl apply -k manifests)
 	kubectl apply -k manifests

@@ -13,8 +13,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, ServiceAccount};
 use kube::Api;
+use kube::api::PostParams;
 use testenv::RedisServer;
 
 use common::chaos::{PlannedEvent, RESULTS, Run, STREAM, Template, report, verdict_figures};
@@ -121,6 +122,13 @@ async fn hostile_metadata_never_changes_the_pods_image_command_account_or_securi
     let test = "hostile_metadata";
     let env = testenv::shared();
     let ns = env.namespace("hostile-metadata").await;
+    // The ServiceAccount admission plugin refuses pods of an account that does not exist.
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some("otto-agent-runner".into());
+    Api::<ServiceAccount>::namespaced(env.client(), &ns)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create the template's ServiceAccount");
     let redis = RedisServer::start();
     let dir = temp_dir(test);
     std::fs::write(dir.join("secure.yaml"), SECURE_SPEC).expect("template file");

@@ -116,6 +116,8 @@ impl TestEnv {
             Err(_) => return Err(anyhow!("kubesim did not register its nodes within 30s")),
         }
         let names = kubesim_handle.node_names().await?;
+        // Pods in `default` (scripts/demo.sh, `testenv up`) need its ServiceAccount.
+        ensure_default_account(client.clone(), "default").await?;
         wait_nodes_schedulable(&client, &names, Duration::from_secs(60)).await?;
         Ok(TestEnv {
             control_plane,
@@ -235,29 +237,34 @@ impl TestEnv {
             .create(&PostParams::default(), &namespace)
             .await
             .with_context(|| format!("cannot create namespace {name}"))?;
-        let account = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some("default".into()),
-                ..ObjectMeta::default()
-            },
-            ..ServiceAccount::default()
-        };
-        match Api::<ServiceAccount>::namespaced(client, &name)
-            .create(&PostParams::default(), &account)
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
-            Err(err) => {
-                return Err(err).with_context(|| format!("cannot create {name}/default SA"));
-            }
-        }
+        ensure_default_account(client, &name).await?;
         Ok(name)
     }
 
     /// [`crate::pods_summary`] of `namespace`, with a fresh client.
     pub async fn pods_summary(&self, namespace: &str) -> String {
         crate::pods::pods_summary(self.client(), namespace).await
+    }
+}
+
+/// Creates the `default` ServiceAccount of `namespace` unless it exists, rather than
+/// waiting for the controller-manager: the ServiceAccount admission plugin refuses pods
+/// without it.
+async fn ensure_default_account(client: kube::Client, namespace: &str) -> Result<()> {
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("default".into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    match Api::<ServiceAccount>::namespaced(client, namespace)
+        .create(&PostParams::default(), &account)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("cannot create {namespace}/default SA")),
     }
 }
 

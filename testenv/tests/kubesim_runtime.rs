@@ -486,3 +486,60 @@ async fn a_process_that_ignores_sigterm_is_killed_after_the_grace_period() {
     assert_eq!(last, Some(137), "SIGKILL after the grace period");
     assert!(took >= Duration::from_secs(2), "{took:?}");
 }
+
+/// Live processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !zombie && String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_processes_of_real_pods_die_with_their_environment() {
+    let env = TestEnv::start(TestEnvOptions {
+        images: [(IMAGE.to_string(), ImageMapping::passthrough())].into(),
+        ..TestEnvOptions::default()
+    })
+    .await
+    .expect("own environment");
+    let ns = env.namespace("runtime-hygiene").await;
+    let client = env.client();
+    let marker = format!("kubesim-hygiene-{:08x}", std::process::id());
+    let _: Pod = create(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
+            "spec": {"containers": [{"name": "main", "image": IMAGE,
+                     "command": ["sh", "-c", format!("sleep 300; echo {marker}")]}]}
+        }),
+    )
+    .await;
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    wait_pod(&api, "sleeper", "running", WAIT, running).await;
+    let before = processes_with(&marker);
+    assert!(before.len() >= 2, "bwrap and the shell run: {before:?}");
+    drop(env);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "sandbox processes outlived their environment: {:?}",
+            processes_with(&marker)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
