@@ -117,6 +117,9 @@ impl Otto {
             .env("REDIS_CONSUMER", format!("bench-{}", lane.name))
             .env("OTTOSCALER_REDIS__RESULTS_STREAM", &lane.results)
             .env("OTTOSCALER_KUBERNETES__NAMESPACE", &lane.namespace)
+            // Leader election as shipped, on a Lease of the lane's own: an instance of
+            // one lane never waits for another lane's Lease to expire.
+            .env("OTTOSCALER_HA__LEASE_NAMESPACE", &lane.namespace)
             .env("OTTOSCALER_HTTP__ADDR", format!("127.0.0.1:{port}"))
             .env("OTTOSCALER_SHUTDOWN_TIMEOUT", "10s");
         // For a diagnosis: OTTOSCALER_BENCH_ENV_X=v reaches ottoscaler as X=v (RUST_LOG,
@@ -138,10 +141,13 @@ impl Otto {
         self.child.pid()
     }
 
-    /// Waits until `/readyz` answers 200; returns the time since the process started.
+    /// Waits until `/readyz` answers 200 and the instance leads (`ottoscaler_leader 1`:
+    /// a standby is ready too, but reads nothing); returns the time since the process
+    /// started.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<Duration> {
-        self.wait_for("/readyz 200", timeout, |addr| async move {
-            Ok(matches!(http::get(addr, "/readyz").await, Ok((200, _))))
+        self.wait_for("/readyz 200 and leading", timeout, |addr| async move {
+            let ready = matches!(http::get(addr, "/readyz").await, Ok((200, _)));
+            Ok(ready && metrics_at(addr).await?.value("ottoscaler_leader") == Some(1.0))
         })
         .await?;
         Ok(self.started.elapsed())

@@ -20,6 +20,10 @@
 //! The decision is [`crate::lease::decide`], a pure function; this actor only does the
 //! API calls, each with a timeout. A standby also watches the one Lease (by name), so a
 //! released Lease is taken over within a round trip instead of the next poll.
+//!
+//! It runs on an actix Arbiter (thread) of its own with a Kubernetes client made there
+//! (`app.rs`), and its requests skip the client-side rate limit: neither a busy main
+//! thread nor a burst of pod requests can hold a renewal past the renew deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
