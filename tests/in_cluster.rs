@@ -6,18 +6,20 @@
 //! The worker pods use the config's default template (`busybox:latest`), which is not
 //! mapped: kubesim simulates them (run time [`WORKER_SECONDS`]).
 //!
-//! The only change to the shipped manifests is `OTTOSCALER_REDIS__CLAIM_IDLE=3s` on the
-//! Deployment (a kustomize overlay made by the test), so a replaced pod's pending
-//! entries are claimed within the test's time.
+//! The shipped manifests are applied unchanged: two replicas elect a leader on the
+//! Lease `ottoscaler`; worker pods go to `ottoscaler-workers`. A deleted leader and a
+//! `kubectl rollout restart` hand the Lease over, and the new leader claims the old
+//! one's pending entries at once (no `redis.claim_idle` wait).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::chaos::{PodRecorder, RedisClient};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
@@ -29,55 +31,16 @@ const DEV_IMAGE: &str = "ghcr.io/otto-ci/ottoscaler:0.1.0";
 /// The image of manifests/dev/redis.yaml.
 const REDIS_IMAGE: &str = "redis:7-alpine";
 const NAMESPACE: &str = "ottoscaler";
+/// The worker pods' namespace of manifests/base.
+const WORKERS: &str = "ottoscaler-workers";
+/// The Deployment's replicas: a leader and a standby.
+const REPLICAS: usize = 2;
 const SCALER: &str = "app.kubernetes.io/name=ottoscaler,app.kubernetes.io/component=scaler";
 const EVENTS: &str = "otto:scale:events";
 const RESULTS: &str = "otto:scale:results";
 /// How long kubesim runs a simulated worker.
 const WORKER_SECONDS: u64 = 8;
 const WAIT: Duration = Duration::from_secs(40);
-
-/// `to` relative to `from` (both absolute): kustomize refuses absolute resources.
-fn relative(from: &Path, to: &Path) -> PathBuf {
-    let from: Vec<Component> = from.components().collect();
-    let to: Vec<Component> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut out = PathBuf::new();
-    for _ in common..from.len() {
-        out.push("..");
-    }
-    for c in &to[common..] {
-        out.push(c);
-    }
-    out
-}
-
-/// A kustomize overlay of manifests/dev with a short `redis.claim_idle`.
-fn overlay() -> PathBuf {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("in-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("overlay dir");
-    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/dev");
-    let base = relative(&dir, &dev);
-    std::fs::write(
-        dir.join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - {}
-patches:
-  - target: {{kind: Deployment, name: ottoscaler}}
-    patch: |
-      - op: add
-        path: /spec/template/spec/containers/0/env/-
-        value: {{name: OTTOSCALER_REDIS__CLAIM_IDLE, value: 3s}}
-",
-            base.display()
-        ),
-    )
-    .expect("write the overlay");
-    dir
-}
 
 fn kubectl(env: &TestEnv, args: &[&str]) -> String {
     let mut cmd = Command::new(env.binaries_dir().join("kubectl"));
@@ -199,9 +162,118 @@ fn workers_of(recorder: &PodRecorder, prefix: &str) -> BTreeMap<String, BTreeSet
         .collect()
 }
 
+/// Polls until `n` Ready pods match `selector`; panics after [`WAIT`].
+async fn ready_pods(env: &TestEnv, api: &Api<Pod>, selector: &str, n: usize) -> Vec<Pod> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ready: Vec<Pod> = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .expect("list pods")
+            .items
+            .into_iter()
+            .filter(|p| ready(p) && p.metadata.deletion_timestamp.is_none())
+            .collect();
+        if ready.len() >= n {
+            return ready;
+        }
+        if Instant::now() >= deadline {
+            // Panics with the pods' states and log tails.
+            ready_pod(env, api, selector, |_| false).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls the Lease `ottoscaler` until one of `candidates` holds it; panics after [`WAIT`].
+async fn holder_among(leases: &Api<Lease>, candidates: &BTreeSet<String>) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let holder = leases
+            .get_opt("ottoscaler")
+            .await
+            .expect("get the Lease")
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity);
+        if let Some(holder) = holder.as_ref().filter(|h| candidates.contains(*h)) {
+            return holder.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "none of {candidates:?} holds the Lease after {WAIT:?} (holder: {holder:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls until `n` worker pods of `task` exist; panics after [`WAIT`].
+async fn wait_workers(workers: &Api<Pod>, task: &str, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let found = workers
+            .list(&ListParams::default().labels(&format!("ottoscaler.io/task-id={task}")))
+            .await
+            .expect("list workers")
+            .items
+            .len();
+        if found == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} workers of {task} not created: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One `succeeded` result per worker index, one pod (uid) per worker, and the results
+/// name exactly the pods the recorder saw.
+fn assert_exactly_once(done: &[BTreeMap<String, String>], recorder: &PodRecorder, task: &str) {
+    assert_eq!(done.len(), 3, "{task}: {done:#?}");
+    assert!(
+        done.iter().all(|r| r["outcome"] == "succeeded"),
+        "{task}: {done:#?}"
+    );
+    let indexes: BTreeSet<&str> = done.iter().map(|r| r["worker_index"].as_str()).collect();
+    assert_eq!(indexes.len(), 3, "{task}: {done:#?}");
+    let workers = workers_of(recorder, task);
+    assert_eq!(workers.len(), 3, "{task}: {workers:#?}");
+    assert!(
+        workers.values().all(|uids| uids.len() == 1),
+        "{task}: {workers:#?}"
+    );
+    let reported: BTreeSet<&str> = done.iter().map(|r| r["pod"].as_str()).collect();
+    let names: BTreeSet<&str> = workers.keys().map(String::as_str).collect();
+    assert_eq!(reported, names, "{task}");
+}
+
+/// The consumers of the group `ottoscaler`.
+async fn consumers(redis: &mut RedisClient) -> Vec<String> {
+    let reply: Vec<BTreeMap<String, redis::Value>> = redis
+        .query(
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(EVENTS)
+                .arg("ottoscaler"),
+        )
+        .await
+        .expect("XINFO CONSUMERS");
+    reply
+        .iter()
+        .filter_map(|c| match c.get("name") {
+            Some(redis::Value::BulkString(name)) => {
+                Some(String::from_utf8_lossy(name).into_owned())
+            }
+            Some(redis::Value::SimpleString(name)) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dev_manifests_run_ottoscaler_in_the_cluster_and_a_replaced_pod_finishes_the_work_once()
-{
+async fn the_dev_manifests_run_two_replicas_in_the_cluster_and_a_deleted_leader_or_a_rollout_finishes_the_work_once()
+ {
     let started = Instant::now();
     let images = [
         (
@@ -219,18 +291,27 @@ async fn the_dev_manifests_run_ottoscaler_in_the_cluster_and_a_replaced_pod_fini
     let env = TestEnv::start(opts).await.expect("test environment");
     let client: Client = env.client();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let workers: Api<Pod> = Api::namespaced(client.clone(), WORKERS);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
 
-    let overlay = overlay();
-    kubectl(
-        &env,
-        &["apply", "-k", overlay.to_str().expect("utf-8 path")],
-    );
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/dev");
+    kubectl(&env, &["apply", "-k", dev.to_str().expect("utf-8 path")]);
     let redis_pod = ready_pod(&env, &pods, "app.kubernetes.io/name=redis", |_| true).await;
-    let first = ready_pod(&env, &pods, SCALER, |_| true).await;
-    let first_name = first.metadata.name.clone().expect("name");
-    // Ready through its own readiness probe (/readyz: Redis answers, the pod watch is
-    // up), so it reached Redis by its Service name and the API server with its token.
-    let log = container_log(&env, &first, "ottoscaler");
+    // Both replicas Ready through their own readiness probe (/readyz: Redis answers, the
+    // pod watch is up; a standby is ready too), so each reached Redis by its Service name
+    // and the API server with its token.
+    let replicas = ready_pods(&env, &pods, SCALER, REPLICAS).await;
+    let names: BTreeSet<String> = replicas
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let leader = holder_among(&leases, &names).await;
+    let leader_pod = replicas
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(leader.as_str()))
+        .expect("the leader is one of the replicas")
+        .clone();
+    let log = container_log(&env, &leader_pod, "ottoscaler");
     assert!(
         log.contains("\"level\":\"INFO\""),
         "JSON logs of the real process:\n{log}"
@@ -241,95 +322,99 @@ async fn the_dev_manifests_run_ottoscaler_in_the_cluster_and_a_replaced_pod_fini
         .and_then(|s| s.pod_ip.clone())
         .expect("redis pod IP");
     let mut redis = RedisClient::new(&format!("redis://{redis_ip}:6379"));
-    let recorder = PodRecorder::start(pods.clone()).await;
+    let recorder = PodRecorder::start(workers.clone()).await;
 
-    // The seed's event: 3 succeeded results.
+    // The seed's event: 3 succeeded results, worker pods in the worker namespace.
     redis
         .xadd_retrying(EVENTS, &scale_up("task-123"), WAIT)
         .await;
     let done = results(&mut redis, "task-123", 3).await;
-    assert_eq!(done.len(), 3, "{done:#?}");
-    assert!(
-        done.iter().all(|r| r["outcome"] == "succeeded"),
-        "{done:#?}"
-    );
+    assert_exactly_once(&done, &recorder, "task-123");
 
-    // A second event; its pod is replaced while the workers run.
+    // A second event; the leader's pod is deleted while its workers run. The standby
+    // takes the Lease over and finishes them; the ReplicaSet starts a new pod (a new
+    // name, a new consumer) as the next standby.
     redis
         .xadd_retrying(EVENTS, &scale_up("task-456"), WAIT)
         .await;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let running = pods
-            .list(&ListParams::default().labels("ottoscaler.io/task-id=task-456"))
-            .await
-            .expect("list workers")
-            .items
-            .len();
-        if running == 3 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "3 workers of task-456 not created: {running}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let replaced_at = Instant::now();
-    pods.delete(&first_name, &DeleteParams::default())
+    wait_workers(&workers, "task-456", 3).await;
+    let deleted_at = Instant::now();
+    pods.delete(&leader, &DeleteParams::default())
         .await
-        .expect("delete the ottoscaler pod");
-    let second = ready_pod(&env, &pods, SCALER, |p| {
-        p.metadata.name.as_deref() != Some(first_name.as_str())
+        .expect("delete the leader's pod");
+    let others: BTreeSet<String> = names.iter().filter(|n| **n != leader).cloned().collect();
+    let successor = holder_among(&leases, &others).await;
+    eprintln!(
+        "in_cluster: {leader} deleted, {successor} leads {:.1?} later",
+        deleted_at.elapsed()
+    );
+    let replacement = ready_pod(&env, &pods, SCALER, |p| {
+        p.metadata.name.as_ref().is_some_and(|n| !names.contains(n))
     })
     .await;
-    let second_name = second.metadata.name.clone().expect("name");
-    assert!(
-        replaced_at.elapsed() < Duration::from_secs(WORKER_SECONDS),
-        "the new pod was Ready before the workers ended ({:?})",
-        replaced_at.elapsed()
-    );
+    let replacement_name = replacement.metadata.name.clone().expect("name");
     let done = results(&mut redis, "task-456", 3).await;
+    assert_exactly_once(&done, &recorder, "task-456");
+    let old_log = container_log(&env, &leader_pod, "ottoscaler");
+    assert!(
+        old_log.contains("released the Lease") && old_log.contains("ottoscaler stopped"),
+        "the old leader handed over and shut down cleanly:\n{old_log}"
+    );
+    // The group lost the old leader's consumer at the take-over; the new pod joins it
+    // when it leads.
+    let consumers = consumers(&mut redis).await;
+    assert!(
+        consumers.contains(&successor) && !consumers.contains(&leader),
+        "consumers {consumers:?}: {successor} leads, {leader} was removed"
+    );
 
-    // Exactly once: one result per worker index, one pod (uid) per worker.
-    assert_eq!(done.len(), 3, "{done:#?}");
-    assert!(
-        done.iter().all(|r| r["outcome"] == "succeeded"),
-        "{done:#?}"
+    // A rollout of the real Deployment while a third event's workers run: every old pod
+    // is replaced (maxSurge 1, maxUnavailable 0), the Lease is handed over on each
+    // leader's SIGTERM, and the work is still done exactly once.
+    redis
+        .xadd_retrying(EVENTS, &scale_up("task-789"), WAIT)
+        .await;
+    wait_workers(&workers, "task-789", 3).await;
+    let before: BTreeSet<String> = [successor.clone(), replacement_name.clone()].into();
+    let rollout = Instant::now();
+    kubectl(
+        &env,
+        &[
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "restart",
+            "deployment/ottoscaler",
+        ],
     );
-    let indexes: BTreeSet<&str> = done.iter().map(|r| r["worker_index"].as_str()).collect();
-    assert_eq!(indexes.len(), 3, "{done:#?}");
-    let workers = workers_of(&recorder, "task-456");
-    assert_eq!(workers.len(), 3, "{workers:#?}");
-    assert!(workers.values().all(|uids| uids.len() == 1), "{workers:#?}");
-    let reported: BTreeSet<&str> = done.iter().map(|r| r["pod"].as_str()).collect();
-    let names: BTreeSet<&str> = workers.keys().map(String::as_str).collect();
-    assert_eq!(reported, names);
-    // The replacement is a new consumer of the group.
-    let groups: redis::Value = redis
-        .query(redis::cmd("XINFO").arg("GROUPS").arg(EVENTS))
-        .await
-        .expect("XINFO GROUPS");
-    let group = format!("{groups:?}");
-    let consumers: redis::Value = redis
-        .query(
-            redis::cmd("XINFO")
-                .arg("CONSUMERS")
-                .arg(EVENTS)
-                .arg("ottoscaler"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("XINFO CONSUMERS (groups: {group}): {e}"));
-    let consumers = format!("{consumers:?}");
-    assert!(
-        consumers.contains(&second_name),
-        "{second_name} not in {consumers}"
+    kubectl(
+        &env,
+        &[
+            "-n",
+            NAMESPACE,
+            "rollout",
+            "status",
+            "deployment/ottoscaler",
+            "--timeout=120s",
+        ],
     );
-    let old_log = container_log(&env, &first, "ottoscaler");
-    assert!(
-        old_log.contains("ottoscaler stopped"),
-        "the old pod shut down cleanly:\n{old_log}"
+    eprintln!(
+        "in_cluster: rollout restart done in {:.1?}",
+        rollout.elapsed()
     );
+    let done = results(&mut redis, "task-789", 3).await;
+    assert_exactly_once(&done, &recorder, "task-789");
+    let after = ready_pods(&env, &pods, SCALER, REPLICAS).await;
+    let after: BTreeSet<String> = after
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(
+        after.is_disjoint(&before),
+        "every pod replaced: {before:?} -> {after:?}"
+    );
+    let leader_now = holder_among(&leases, &after).await;
+    eprintln!("in_cluster: {leader_now} leads after the rollout");
     eprintln!("in_cluster: done in {:.1?}", started.elapsed());
     drop(recorder);
     env.stop().await.expect("stop the environment");
