@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -70,6 +70,18 @@ async fn a_simple_templates_pod_options_reach_the_api_server_and_the_scheduler()
     );
     settings.validate().expect("the options are valid");
     let h = Harness::start("pod-options", &settings).await;
+    // The ServiceAccount admission plugin refuses pods of an account that does not exist.
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("builder".into()),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    };
+    Api::<ServiceAccount>::namespaced(h.client.clone(), &h.namespace)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("create the template's ServiceAccount");
     let accepted = h
         .send(scale_up("730-0", "task-arm", 1, "arm"))
         .await
