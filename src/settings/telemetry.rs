@@ -10,8 +10,8 @@ use super::ConfigError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetrySettings {
-    /// Base URL of an OTLP/HTTP receiver (`http://` or `https://`), such as
-    /// `http://otel-collector:4318`; spans are posted as protobuf to `<url>/v1/traces`.
+    /// Base URL of an OTLP/HTTP receiver (`http://` or `https://`, no credentials), such
+    /// as `http://otel-collector:4318`; spans are posted as protobuf to `<url>/v1/traces`.
     /// Empty (the default) turns tracing off: no exporter, no spans, no `trace_id`.
     pub otlp_endpoint: String,
     /// The `service.name` of the exported spans. Default `ottoscaler`.
@@ -61,6 +61,13 @@ impl TelemetrySettings {
         let endpoint = self.otlp_endpoint.trim();
         match url::Url::parse(endpoint) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                if !u.username().is_empty() || u.password().is_some() {
+                    // They would be printed by check-config, and are not sent anyway.
+                    return Err(ConfigError::invalid(
+                        "telemetry.otlp_endpoint",
+                        "must not carry credentials; an Authorization header goes in OTEL_EXPORTER_OTLP_HEADERS",
+                    ));
+                }
                 if u.query().is_some() || u.fragment().is_some() {
                     return Err(ConfigError::invalid(
                         "telemetry.otlp_endpoint",
@@ -158,6 +165,7 @@ mod tests {
             ("http://", "not a URL"),
             ("not a url", "not a URL"),
             ("http://c:4318/?x=1", "no query"),
+            ("http://user:secret@c:4318", "credentials"),
         ] {
             let text = error(&with_endpoint(bad));
             assert!(
