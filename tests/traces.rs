@@ -355,3 +355,47 @@ async fn without_an_endpoint_nothing_is_exported_and_results_have_no_trace_id() 
         ottoscaler.log_tail(2000)
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_collector_never_holds_up_work_and_the_log_says_exports_fail() {
+    // A port nothing listens on.
+    let dead = format!("http://127.0.0.1:{}", common::ottoscaler::free_port());
+    let (_ns, redis, ottoscaler) = start(
+        "unreachable",
+        &[
+            ("OTTOSCALER_TELEMETRY__OTLP_ENDPOINT", &dead),
+            ("OTTOSCALER_TELEMETRY__EXPORT_INTERVAL", "200ms"),
+        ],
+    )
+    .await;
+    let port = redis.port();
+    let id = xadd(
+        port,
+        STREAM,
+        &[
+            ("type", "scale_up"),
+            ("pod_count", "2"),
+            ("task_id", "nowhere"),
+        ],
+    );
+    wait_until("2 results", Duration::from_secs(60), || {
+        results_of(port, &id).len() == 2
+    })
+    .await;
+    assert!(
+        results_of(port, &id)
+            .iter()
+            .all(|r| r["outcome"] == "succeeded" && r["trace_id"].len() == 32)
+    );
+    wait_until(
+        "an export failure in the log",
+        Duration::from_secs(30),
+        || {
+            ottoscaler
+                .log()
+                .lines()
+                .any(|l| l.contains("opentelemetry") && (l.contains("WARN") || l.contains("ERROR")))
+        },
+    )
+    .await;
+}
