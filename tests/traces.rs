@@ -41,16 +41,11 @@ annotations = { "kubesim.ottoscaler.dev/run-seconds" = "600" }
 /// Adds a scale_up of `pods` workers of `task` with template `long` (they run until a
 /// scale_down), carrying `traceparent`; returns the entry id.
 fn long_scale_up(port: u16, task: &str, pods: &str, traceparent: &str) -> String {
-    xadd(
+    scale_up(
         port,
-        STREAM,
-        &[
-            ("type", "scale_up"),
-            ("pod_count", pods),
-            ("task_id", task),
-            ("template", "long"),
-            ("traceparent", traceparent),
-        ],
+        task,
+        pods,
+        &[("template", "long"), ("traceparent", traceparent)],
     )
 }
 
@@ -87,6 +82,22 @@ fn results_of(port: u16, event_id: &str) -> Vec<BTreeMap<String, String>> {
         .into_iter()
         .filter(|r| r.get("event_id").map(String::as_str) == Some(event_id))
         .collect()
+}
+
+/// Adds a scale_up of `pods` workers of `task`, with `more` fields; returns the entry id.
+fn scale_up(port: u16, task: &str, pods: &str, more: &[(&str, &str)]) -> String {
+    let mut fields = vec![("type", "scale_up"), ("pod_count", pods), ("task_id", task)];
+    fields.extend_from_slice(more);
+    xadd(port, STREAM, &fields)
+}
+
+/// The results of `event_id`, once there are `n`.
+async fn wait_results(port: u16, event_id: &str, n: usize) -> Vec<BTreeMap<String, String>> {
+    wait_until(&format!("{n} results"), Duration::from_secs(60), || {
+        results_of(port, event_id).len() == n
+    })
+    .await;
+    results_of(port, event_id)
 }
 
 /// The pods of `task`, once there are `n`.
@@ -179,11 +190,7 @@ async fn an_event_with_a_traceparent_continues_the_producers_trace_to_pods_and_r
         STREAM,
         &[("type", "scale_down"), ("task_id", "traced")],
     );
-    wait_until("2 results", Duration::from_secs(60), || {
-        results_of(port, &id).len() == 2
-    })
-    .await;
-    for r in results_of(port, &id) {
+    for r in wait_results(port, &id, 2).await {
         assert_eq!(r["outcome"], "cancelled", "{r:?}");
         assert_eq!(
             r.get("trace_id").map(String::as_str),
@@ -237,30 +244,9 @@ async fn an_event_without_traceparent_starts_a_new_trace_and_a_bad_one_is_dead_l
     let (_ns, redis, _ottoscaler) = start("untraced", &env).await;
     let port = redis.port();
 
-    let id = xadd(
-        port,
-        STREAM,
-        &[
-            ("type", "scale_up"),
-            ("pod_count", "2"),
-            ("task_id", "fresh"),
-        ],
-    );
-    let bad = xadd(
-        port,
-        STREAM,
-        &[
-            ("type", "scale_up"),
-            ("pod_count", "1"),
-            ("task_id", "bad"),
-            ("traceparent", "00-abc-def-01"),
-        ],
-    );
-    wait_until("2 results", Duration::from_secs(60), || {
-        results_of(port, &id).len() == 2
-    })
-    .await;
-    let results = results_of(port, &id);
+    let id = scale_up(port, "fresh", "2", &[]);
+    let bad = scale_up(port, "bad", "1", &[("traceparent", "00-abc-def-01")]);
+    let results = wait_results(port, &id, 2).await;
     let trace_id = results[0]["trace_id"].clone();
     assert_eq!(trace_id.len(), 32, "{results:?}");
     assert_ne!(trace_id, PRODUCER_TRACE);
@@ -339,11 +325,7 @@ async fn without_an_endpoint_nothing_is_exported_and_results_have_no_trace_id() 
         "reserved even when off"
     );
     xadd(port, STREAM, &[("type", "scale_down"), ("task_id", "off")]);
-    wait_until("the result", Duration::from_secs(60), || {
-        results_of(port, &id).len() == 1
-    })
-    .await;
-    let result = &results_of(port, &id)[0];
+    let result = &wait_results(port, &id, 1).await[0];
     assert_eq!(result["outcome"], "cancelled");
     assert!(!result.contains_key("trace_id"), "{result:?}");
     // Stopping flushes whatever an exporter would hold: still nothing arrived.
@@ -369,21 +351,10 @@ async fn an_unreachable_collector_never_holds_up_work_and_the_log_says_exports_f
     )
     .await;
     let port = redis.port();
-    let id = xadd(
-        port,
-        STREAM,
-        &[
-            ("type", "scale_up"),
-            ("pod_count", "2"),
-            ("task_id", "nowhere"),
-        ],
-    );
-    wait_until("2 results", Duration::from_secs(60), || {
-        results_of(port, &id).len() == 2
-    })
-    .await;
+    let id = scale_up(port, "nowhere", "2", &[]);
     assert!(
-        results_of(port, &id)
+        wait_results(port, &id, 2)
+            .await
             .iter()
             .all(|r| r["outcome"] == "succeeded" && r["trace_id"].len() == 32)
     );
