@@ -5,7 +5,7 @@ NAMESPACE ?= ottoscaler
 EVENT_TASK ?= task-123
 EVENT_PODS ?= 3
 
-.PHONY: help deps controlplane tools build run test chaos bench test-event fmt lint deploy logs demo up up-cluster clean check-image
+.PHONY: help deps controlplane tools otelcol build run test chaos bench test-event fmt lint deploy logs demo up up-cluster clean check-image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ controlplane: ## build the test control plane (etcd, kube-apiserver, kube-schedu
 tools: ## build the test tools (helm, promtool, kube-score; the Prometheus Operator's CRDs) from Go modules
 	testenv/tools/build.sh
 
+otelcol: ## build the OpenTelemetry Collector the trace tests export to (OTLP receiver, span file exporter) from Go modules
+	testenv/otelcol/build.sh
+
 build: ## build the release binary
 	$(CARGO) build --release --bin ottoscaler
 
@@ -29,7 +32,7 @@ check-image: ## run the Dockerfile's build stage in a sandbox (no Docker engine 
 run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
 	$(CARGO) run --bin ottoscaler -- run
 
-test: deps controlplane tools ## run every test (unit, actor, Redis, end-to-end, chart, monitoring) against real components
+test: deps controlplane tools otelcol ## run every test (unit, actor, Redis, end-to-end, chart, monitoring, traces) against real components
 	$(CARGO) test --workspace --all-targets --locked --no-fail-fast
 
 bench: deps controlplane ## benchmarks B1-B6 against the release binary (<= 10 min); writes target/bench/results.json and docs/benchmarks.md
@@ -68,5 +71,5 @@ logs: ## follow the deployed ottoscaler's logs
 demo: deps controlplane ## everything on loopback: Redis, control plane, kubesim, ottoscaler, sample events
 	scripts/demo.sh
 
-clean: ## remove build outputs (the cached control plane and tools stay in ~/.cache/ottoscaler)
+clean: ## remove build outputs (the cached control plane, tools and collector stay in ~/.cache/ottoscaler)
 	$(CARGO) clean

@@ -46,6 +46,8 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         worker: _,
         http: http_settings,
         ha,
+        // The trace exporter is started (and flushed at exit) by `main`, around this.
+        telemetry: _,
         templates: _,
     } = &settings;
     let templates = resolve_templates(&settings)?;

@@ -21,6 +21,7 @@ use crate::messages::supervisor::EventAccepted;
 use crate::messages::{Outcome, PodObservation, PodPhase, ScaleEvent, ScaleKind, WorkerFinished};
 use crate::outcome::{CancelCandidate, select_for_scale_down};
 use crate::pods::WorkerIdentity;
+use crate::telemetry::TraceParent;
 
 /// Restarts of one worker before its outcome becomes `failed` (restart budget exhausted).
 pub const MAX_RESTARTS: u32 = 5;
@@ -32,11 +33,13 @@ pub const GIVE_UP_RESTARTS: u32 = 2 * MAX_RESTARTS;
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerStart {
     /// Create this pod; `read_at` is when its event was read, `built_at` when the pod
-    /// was built (its `created-at` annotation).
+    /// was built (its `created-at` annotation), `trace` its event span's context when
+    /// traces are exported (the worker's span is its child).
     Create {
         pod: Arc<Pod>,
         read_at: Instant,
         built_at: Timestamp,
+        trace: Option<TraceParent>,
     },
     /// Take over the pod as it is.
     Resume(Box<Resume>),
@@ -55,7 +58,7 @@ pub struct WorkerEntry<H> {
     /// Its event no longer waits for its create.
     pub settled: bool,
     /// The pod to create, kept until the create settles, for a restart.
-    unsent: Option<(Arc<Pod>, Instant, Timestamp)>,
+    unsent: Option<(Arc<Pod>, Instant, Timestamp, Option<TraceParent>)>,
     /// Its pod was never to be created (cancelled while queued).
     never_created: bool,
     /// The watch's latest view of the pod.
@@ -392,9 +395,10 @@ impl<H: Clone, R> Ledger<H, R> {
                 pod,
                 read_at,
                 built_at,
+                trace,
             } => (
                 false,
-                Some((pod.clone(), *read_at, *built_at)),
+                Some((pod.clone(), *read_at, *built_at, *trace)),
                 false,
                 None,
                 false,
@@ -649,6 +653,7 @@ impl<H: Clone, R> Ledger<H, R> {
                 reason: Some(format!("restart budget exhausted: {error}")),
                 duration_ms: 0,
                 finished_at: jiff::Timestamp::now().to_string(),
+                trace_id: None,
             };
             entry.reported = Some(result.clone());
             failed = Some(Box::new(result));
@@ -673,11 +678,14 @@ impl<H: Clone, R> Ledger<H, R> {
             _ if entry.never_created && entry.reported.is_none() => {
                 WorkerStart::CancelledBeforeCreation
             }
-            (Some((pod, read_at, built_at)), false) if !entry.cancelled => WorkerStart::Create {
-                pod: pod.clone(),
-                read_at: *read_at,
-                built_at: *built_at,
-            },
+            (Some((pod, read_at, built_at, trace)), false) if !entry.cancelled => {
+                WorkerStart::Create {
+                    pod: pod.clone(),
+                    read_at: *read_at,
+                    built_at: *built_at,
+                    trace: *trace,
+                }
+            }
             _ => WorkerStart::Resume(Box::new(Resume {
                 observation: entry.last.clone(),
                 reported: entry.reported.clone(),

@@ -679,6 +679,7 @@ impl Lifecycle {
             reason: decision.reason,
             duration_ms,
             finished_at: clock.wall.to_string(),
+            trace_id: None,
         });
         self.report = Report::Publishing(result.clone());
         actions.push(Action::Publish {

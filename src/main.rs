@@ -33,8 +33,15 @@ fn run(cli: &Cli) -> i32 {
     for unknown in &prepared.unknown_variables {
         tracing::warn!(variable = %unknown.name, closest = unknown.closest.as_deref(), "{unknown}");
     }
+    let traces = match telemetry::traces::init(&prepared.settings.telemetry) {
+        Ok(traces) => traces,
+        Err(message) => {
+            eprintln!("{message}");
+            return 1;
+        }
+    };
     let kubeconfig = cli.kubeconfig.clone();
-    match actix::System::new().block_on(ottoscaler::app::run(
+    let code = match actix::System::new().block_on(ottoscaler::app::run(
         prepared.settings,
         kubeconfig.as_deref(),
     )) {
@@ -44,5 +51,10 @@ fn run(cli: &Cli) -> i32 {
             eprintln!("error: {e:#}");
             1
         }
+    };
+    // The spans of the last events, flushed within telemetry.shutdown_timeout.
+    if let Some(traces) = traces {
+        traces.shutdown();
     }
+    code
 }

@@ -290,19 +290,8 @@ pub fn build_pod(
         (ANNOTATION_METADATA.to_string(), metadata_json),
     ]);
 
-    let env = worker_env(worker, metadata);
     let mut spec = template.spec.clone();
-    for c in spec
-        .init_containers
-        .iter_mut()
-        .flatten()
-        .chain(spec.containers.iter_mut())
-    {
-        let own = c.env.get_or_insert_with(Vec::new);
-        // Ours win over a template variable of the same name.
-        own.retain(|v| !env.iter().any(|e| e.name == v.name));
-        own.extend(env.iter().cloned());
-    }
+    add_env(&mut spec, &worker_env(worker, metadata));
 
     Pod {
         metadata: ObjectMeta {
@@ -313,6 +302,34 @@ pub fn build_pod(
         },
         spec: Some(spec),
         status: None,
+    }
+}
+
+/// Sets variable `name` to `value` in every container and init container of the pod,
+/// replacing one of that name (`TRACEPARENT`, added once the worker's span exists).
+pub fn set_env(pod: &mut Pod, name: &str, value: String) {
+    if let Some(spec) = pod.spec.as_mut() {
+        let var = EnvVar {
+            name: name.into(),
+            value: Some(value),
+            value_from: None,
+        };
+        add_env(spec, &[var]);
+    }
+}
+
+/// Adds `env` to every container and init container; ours win over a template
+/// variable of the same name.
+fn add_env(spec: &mut PodSpec, env: &[EnvVar]) {
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+    {
+        let own = c.env.get_or_insert_with(Vec::new);
+        own.retain(|v| !env.iter().any(|e| e.name == v.name));
+        own.extend(env.iter().cloned());
     }
 }
 

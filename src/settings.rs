@@ -17,6 +17,7 @@
 mod ha;
 mod redact;
 mod sources;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ha::HaSettings;
 pub use sources::{UnknownVariable, unknown_variables};
+pub use telemetry::TelemetrySettings;
 pub use validate::ConfigError;
 
 /// The template an event without a `template` field uses; it always exists.
@@ -49,6 +51,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Leader election between replicas.
     pub ha: HaSettings,
+    /// Optional OTLP trace export; off unless `telemetry.otlp_endpoint` is set.
+    pub telemetry: TelemetrySettings,
     /// Named pod templates; `default` always exists (built in, overridable).
     pub templates: BTreeMap<String, TemplateSettings>,
 }
@@ -228,6 +232,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             http: HttpSettings::default(),
             ha: HaSettings::default(),
+            telemetry: TelemetrySettings::default(),
             templates: BTreeMap::from([(
                 DEFAULT_TEMPLATE.to_string(),
                 TemplateSettings::builtin_default(),

@@ -1,5 +1,11 @@
 //! Logging: `tracing` events to stdout, human-readable by default, JSON with
 //! `LOG_FORMAT=json`, filtered by `RUST_LOG` (default `info,kube=warn,hyper=warn`).
+//! Traces: optional OTLP export ([`traces`]) and W3C `traceparent` values ([`TraceParent`]).
+
+mod traceparent;
+pub mod traces;
+
+pub use traceparent::TraceParent;
 
 use tracing_subscriber::EnvFilter;
 

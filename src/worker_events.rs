@@ -80,6 +80,7 @@ mod tests {
             reason: reason.map(String::from),
             duration_ms: 10,
             finished_at: "2026-12-02T00:00:00Z".into(),
+            trace_id: None,
         }
     }
 

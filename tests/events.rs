@@ -222,6 +222,7 @@ fn failure(i: u32) -> WorkerFinished {
         reason: Some("Error".into()),
         duration_ms: 1,
         finished_at: "2026-12-02T00:00:00Z".into(),
+        trace_id: None,
     }
 }
 

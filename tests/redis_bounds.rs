@@ -106,6 +106,7 @@ async fn a_result_marker_lives_for_result_marker_ttl() {
         reason: None,
         duration_ms: 1_000,
         finished_at: "2024-06-10T06:13:20Z".into(),
+        trace_id: None,
     };
     let answer = tokio::time::timeout(Duration::from_secs(15), publisher.send(result))
         .await

@@ -957,6 +957,7 @@ async fn publishing_the_same_result_twice_writes_one_entry_with_the_contract_fie
         reason: Some("Error".into()),
         duration_ms: 12_345,
         finished_at: "2024-06-10T06:13:20Z".into(),
+        trace_id: None,
     };
     for _ in 0..2 {
         let answer = tokio::time::timeout(Duration::from_secs(15), publisher.send(result.clone()))
@@ -1085,6 +1086,7 @@ async fn a_result_published_while_redis_restarts_is_retried_until_it_is_written(
         reason: None,
         duration_ms: 1,
         finished_at: "2024-06-10T06:13:20Z".into(),
+        trace_id: None,
     };
     let answer = publisher.send(result);
     let restart = tokio::task::spawn_blocking(move || {

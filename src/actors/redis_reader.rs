@@ -61,6 +61,7 @@ use crate::messages::supervisor::{EventAcknowledged, GetStatus};
 use crate::messages::{EventLimits, ScaleEvent};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
+use crate::telemetry::traces::TraceSpan;
 
 /// Reads the event stream as one consumer of the group and feeds the Supervisor.
 pub struct RedisReader {
@@ -102,6 +103,9 @@ pub struct RedisReader {
     fence: Arc<Fence>,
     /// The take-over of the group (claiming the previous leaders' entries) is running.
     taking_over: bool,
+    /// The open event spans (when traces are exported), from dispatch to ack or
+    /// refusal; at most one per entry in `in_flight` or `unacked`.
+    spans: HashMap<String, TraceSpan>,
 }
 
 impl RedisReader {
@@ -138,6 +142,7 @@ impl RedisReader {
             stop_waiters: Vec::new(),
             fence: Arc::new(Fence::always_open()),
             taking_over: false,
+            spans: HashMap::new(),
         }
     }
 
@@ -360,6 +365,9 @@ impl Supervised for RedisReader {
         self.taking_over = false;
         self.refreshing_stats = false;
         self.in_flight.clear();
+        // The dropped dispatches' spans end now; their entries get new ones when read again.
+        let unacked = &self.unacked;
+        self.spans.retain(|id, _| unacked.contains(id));
         self.read_handle = None;
         self.stop_waiters.clear();
     }

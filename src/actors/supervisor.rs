@@ -193,6 +193,7 @@ impl Supervisor {
                     pod: Arc::new(pod),
                     read_at: event.read_at,
                     built_at,
+                    trace: event.trace,
                 };
                 self.start_worker(identity.clone(), start, ctx);
             }

@@ -24,15 +24,16 @@ use tracing::{debug, info, warn};
 use crate::lease::Fence;
 use crate::ledger::WorkerStart;
 use crate::lifecycle::{Action, Clock, CreateAnswer, Deadlines, DeleteAnswer, Input, Lifecycle};
-use crate::messages::WorkerFinished;
 use crate::messages::events::RecordWorkerEvent;
 use crate::messages::supervisor::WorkerReport;
 use crate::messages::worker::{Cancel, DeleteAllowed, PodUpdate, Resync};
+use crate::messages::{Outcome, WorkerFinished};
 use crate::metrics::Metrics;
 use crate::outcome;
 use crate::pods::WorkerIdentity;
 use crate::retry::{self, Backoff, ErrorClass};
 use crate::settings::Settings;
+use crate::telemetry::traces::{self, Kind, TraceSpan};
 
 /// Attempts of one Kubernetes call before the worker gives up and lets supervision
 /// restart it (about 30 s of backoff in all).
@@ -115,6 +116,11 @@ pub struct WorkerPodActor {
     cancel_waiters: Vec<oneshot::Sender<Result<(), String>>>,
     /// Why this incarnation failed, reported to the Supervisor when it stops.
     failure: Option<String>,
+    /// The worker's span (when traces are exported), a child of its event's span, from
+    /// create to the deletion accepted; the pod's `TRACEPARENT` is its context.
+    span: Option<TraceSpan>,
+    /// The trace id written on the result, with the span.
+    trace_id: Option<String>,
 }
 
 impl WorkerPodActor {
@@ -127,14 +133,23 @@ impl WorkerPodActor {
         env: Arc<WorkerEnv>,
     ) -> Self {
         let clock = Clock::now();
-        let (mut pod, mut read_at) = (None, None);
+        let (mut pod, mut read_at, mut span) = (None, None, None);
         let (mut lifecycle, mut initial) = match start {
             WorkerStart::Create {
                 pod: p,
                 read_at: r,
                 built_at,
+                trace,
             } => {
-                pod = Some(p);
+                span = trace.and_then(|parent| start_span(&identity, &parent));
+                pod = Some(match &span {
+                    Some(span) => {
+                        let mut own = Pod::clone(&p);
+                        crate::pods::set_env(&mut own, TRACEPARENT, span.context().to_string());
+                        Arc::new(own)
+                    }
+                    None => p,
+                });
                 read_at = Some(r);
                 Lifecycle::create(identity, env.deadlines, built_at, clock)
             }
@@ -159,6 +174,10 @@ impl WorkerPodActor {
             timer: None,
             cancel_waiters: Vec::new(),
             failure: None,
+            trace_id: span
+                .as_ref()
+                .map(|s: &TraceSpan| s.context().trace_id_hex()),
+            span,
         }
     }
 
@@ -195,7 +214,12 @@ impl WorkerPodActor {
                             "worker finished"
                         );
                     }
-                    self.publish(*result, ctx);
+                    let mut result = *result;
+                    result.trace_id = self.trace_id.clone();
+                    if let Some(span) = &mut self.span {
+                        describe_outcome(span, &result);
+                    }
+                    self.publish(result, ctx);
                 }
                 Action::PublishAfter { attempt } => {
                     let delay = Backoff::REDIS.delay(attempt);
@@ -228,6 +252,7 @@ impl WorkerPodActor {
                 }
                 Action::AnswerCancels(answer) => self.answer_cancels(answer),
                 Action::Done => {
+                    self.end_span();
                     self.links.reports.do_send(WorkerReport::Gone {
                         pod: self.lifecycle.pod_name().to_string(),
                     });
@@ -348,9 +373,11 @@ impl WorkerPodActor {
             let answer = match res {
                 Ok(_) => {
                     debug!(pod = %act.lifecycle.pod_name(), task_id = %act.lifecycle.identity().task_id, "pod deletion accepted");
+                    act.end_span();
                     DeleteAnswer::Accepted
                 }
                 Err(CallError::Api(e)) if retry::status_code(&e) == Some(404) => {
+                    act.end_span();
                     DeleteAnswer::NotFound
                 }
                 Err(CallError::Fenced) => return act.fenced("delete"),
@@ -358,6 +385,13 @@ impl WorkerPodActor {
             };
             act.feed(Input::DeleteAnswered(answer), ctx);
         }));
+    }
+
+    /// Ends the worker's span (at most once).
+    fn end_span(&mut self) {
+        if let Some(span) = self.span.take() {
+            span.end();
+        }
     }
 
     /// The leadership fence closed before `verb` was sent: nothing is sent, and the
@@ -447,6 +481,43 @@ impl Handler<crate::messages::worker::InjectFailure> for WorkerPodActor {
 
     fn handle(&mut self, msg: crate::messages::worker::InjectFailure, ctx: &mut Self::Context) {
         self.fail(format!("injected failure: {}", msg.reason), ctx);
+    }
+}
+
+/// The environment variable a worker's pod gets its span's context in (W3C `traceparent`).
+pub const TRACEPARENT: &str = "TRACEPARENT";
+
+/// Opens a worker's span under its event's span; `None` when traces are off.
+fn start_span(
+    identity: &WorkerIdentity,
+    parent: &crate::telemetry::TraceParent,
+) -> Option<TraceSpan> {
+    let attributes = vec![
+        opentelemetry::KeyValue::new("k8s.pod.name", identity.pod_name()),
+        opentelemetry::KeyValue::new("ottoscaler.task_id", identity.task_id.clone()),
+        opentelemetry::KeyValue::new("ottoscaler.event_id", identity.event_id.clone()),
+        opentelemetry::KeyValue::new("ottoscaler.worker_index", i64::from(identity.index)),
+    ];
+    traces::start(
+        "ottoscaler.worker",
+        Kind::Internal,
+        Some(parent),
+        attributes,
+    )
+}
+
+/// The result on the worker's span: outcome, exit code and reason; failed unless it
+/// succeeded or was cancelled.
+fn describe_outcome(span: &mut TraceSpan, result: &WorkerFinished) {
+    span.set("ottoscaler.outcome", result.outcome.as_str());
+    if let Some(code) = result.exit_code {
+        span.set("ottoscaler.exit_code", i64::from(code));
+    }
+    if let Some(reason) = &result.reason {
+        span.set("ottoscaler.reason", reason.clone());
+    }
+    if !matches!(result.outcome, Outcome::Succeeded | Outcome::Cancelled) {
+        span.fail(format!("worker {}", result.outcome));
     }
 }
 

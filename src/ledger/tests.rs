@@ -17,6 +17,7 @@ fn up(event_id: &str, task: &str, pod_count: u32) -> ScaleEvent {
         template: "default".into(),
         metadata: Default::default(),
         timestamp: None,
+        trace: None,
         read_at: Instant::now(),
     }
 }
@@ -33,6 +34,7 @@ fn create() -> WorkerStart {
         pod: Arc::new(Default::default()),
         read_at: Instant::now(),
         built_at: jiff::Timestamp::now(),
+        trace: None,
     }
 }
 
@@ -249,6 +251,7 @@ fn a_scale_down_picks_pending_before_running_and_skips_reported_ones() {
         reason: None,
         duration_ms: 1,
         finished_at: String::new(),
+        trace_id: None,
     };
     assert!(books.reported(&done));
     assert!(!books.reported(&done), "only the first report counts");

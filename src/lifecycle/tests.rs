@@ -507,6 +507,7 @@ fn a_resumed_worker_republishes_its_earlier_result_and_never_decides_again() {
         reason: None,
         duration_ms: 10,
         finished_at: c.wall.to_string(),
+        trace_id: None,
     };
     let resume = Resume {
         observation: Some(terminated(PodPhase::Succeeded, 0, "Completed").into()),

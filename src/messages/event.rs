@@ -11,6 +11,7 @@ use actix::Message;
 use thiserror::Error;
 
 use super::supervisor::{EventAccepted, EventRefused};
+use crate::telemetry::TraceParent;
 
 /// Longest task id: it must be a valid Kubernetes label value.
 pub const MAX_TASK_ID_LEN: usize = 63;
@@ -63,6 +64,11 @@ pub struct ScaleEvent {
     pub metadata: BTreeMap<String, String>,
     /// The producer's unix seconds, informational only.
     pub timestamp: Option<i64>,
+    /// The trace this event's work continues. As parsed: the producer's `traceparent`
+    /// field, if it sent one. The RedisReader replaces it by its event span's context
+    /// before dispatching (or clears it when tracing is off), so the Supervisor's
+    /// workers are children of the event span.
+    pub trace: Option<TraceParent>,
     /// When ottoscaler read the entry: the start of `ottoscaler_pod_create_seconds`.
     pub read_at: Instant,
 }
@@ -95,6 +101,10 @@ pub enum EventError {
     MetadataValue { key: String, len: usize, max: usize },
     #[error("field `{0}` appears more than once")]
     Duplicate(String),
+    #[error(
+        "field `traceparent` is {value:?}: it {why} (W3C Trace Context: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`)"
+    )]
+    TraceParent { value: String, why: String },
     #[error("the entry has no fields (it was trimmed or deleted from the stream)")]
     Empty,
 }
@@ -190,6 +200,15 @@ impl ScaleEvent {
                     .map_err(|_| EventError::Timestamp(truncated(t)))
             })
             .transpose()?;
+        let trace = known
+            .get("traceparent")
+            .map(|t| {
+                TraceParent::parse(t.trim()).map_err(|why| EventError::TraceParent {
+                    value: truncated(t),
+                    why,
+                })
+            })
+            .transpose()?;
 
         Ok(ScaleEvent {
             event_id: event_id.to_string(),
@@ -198,6 +217,7 @@ impl ScaleEvent {
             template,
             metadata,
             timestamp,
+            trace,
             read_at: Instant::now(),
         })
     }
@@ -211,6 +231,7 @@ fn known_field(key: &str) -> Option<&'static str> {
         "pod_count" => Some("pod_count"),
         "template" => Some("template"),
         "timestamp" => Some("timestamp"),
+        "traceparent" => Some("traceparent"),
         _ => None,
     }
 }
@@ -461,6 +482,50 @@ mod tests {
 
         let empty = ScaleEvent::from_fields("1-0", &[], &limits());
         assert_eq!(empty, Err(EventError::Empty));
+    }
+
+    #[test]
+    fn traceparent_is_a_reserved_field_not_metadata() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let e = parse(&[
+            ("type", "scale_up"),
+            ("pod_count", "1"),
+            ("task_id", "t"),
+            ("traceparent", tp),
+        ])
+        .expect("valid");
+        assert!(e.metadata.is_empty(), "{:?}", e.metadata);
+        assert_eq!(e.trace.map(|t| t.to_string()).as_deref(), Some(tp));
+        let none = parse(&[("type", "scale_up"), ("pod_count", "1"), ("task_id", "t")]);
+        assert_eq!(none.map(|e| e.trace), Ok(None));
+    }
+
+    #[test]
+    fn an_invalid_traceparent_is_an_error_naming_the_field() {
+        let text = error_text(&[
+            ("type", "scale_up"),
+            ("pod_count", "1"),
+            ("task_id", "t"),
+            ("traceparent", "00-not-a-trace"),
+        ]);
+        assert!(
+            text.starts_with("field `traceparent` is \"00-not-a-trace\": it is 14 characters long"),
+            "{text}"
+        );
+        let twice = error_text(&[
+            ("type", "scale_up"),
+            ("pod_count", "1"),
+            ("task_id", "t"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        ]);
+        assert_eq!(twice, "field `traceparent` appears more than once");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct WorkerFinished {
     pub duration_ms: u64,
     /// When ottoscaler decided the outcome, RFC 3339.
     pub finished_at: String,
+    /// The worker's trace (32 hex digits) when traces are exported; `None` otherwise,
+    /// and then the entry has no `trace_id` field.
+    pub trace_id: Option<String>,
 }
 
 impl WorkerFinished {
@@ -87,6 +90,9 @@ impl WorkerFinished {
         }
         f.push(("duration_ms", self.duration_ms.to_string()));
         f.push(("finished_at", self.finished_at.clone()));
+        if let Some(trace_id) = &self.trace_id {
+            f.push(("trace_id", trace_id.clone()));
+        }
         f
     }
 }

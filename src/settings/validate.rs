@@ -48,6 +48,7 @@ impl Settings {
             worker,
             http,
             ha,
+            telemetry,
             templates,
         } = self;
         positive("shutdown_timeout", *shutdown_timeout)?;
@@ -136,6 +137,7 @@ impl Settings {
             ));
         }
         ha.validate()?;
+        telemetry.validate()?;
         positive("worker.image_pull_grace", worker.image_pull_grace)?;
         // activeDeadlineSeconds is whole seconds and must be at least 1.
         if worker.run_timeout < Duration::from_secs(1) {

@@ -361,6 +361,7 @@ pub fn scale_up(event_id: &str, task_id: &str, pod_count: u32, template: &str) -
         template: template.into(),
         metadata: BTreeMap::new(),
         timestamp: None,
+        trace: None,
         read_at: Instant::now(),
     }
 }

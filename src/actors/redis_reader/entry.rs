@@ -8,6 +8,7 @@ use super::RedisReader;
 use super::entries::{StreamEntry, TRIMMED, delivery_limit_reason, event_fields};
 use crate::messages::ScaleEvent;
 use crate::messages::supervisor::{EventAccepted, EventAcknowledged};
+use crate::telemetry::traces::{self, Kind};
 
 /// The `type` label of events that failed validation (see [`Metrics::event`]).
 pub(super) const INVALID: &str = "invalid";
@@ -52,11 +53,12 @@ impl RedisReader {
 
     /// Sends a valid event to the Supervisor; concurrent with the rest of the batch
     /// (spawned, not `wait`): a slow scale_up must not hold up the others.
-    pub(super) fn dispatch(&mut self, event: ScaleEvent, ctx: &mut Context<Self>) {
+    pub(super) fn dispatch(&mut self, mut event: ScaleEvent, ctx: &mut Context<Self>) {
         let id = event.event_id.clone();
         let kind = event.kind.as_str();
         debug!(event_id = %id, task_id = %event.task_id, kind, "dispatching event");
         self.in_flight.insert(id.clone());
+        event.trace = self.start_span(&event);
         let answer = self.events.send(event);
         ctx.spawn(answer.into_actor(self).map(move |res, act, ctx| match res {
             Ok(Ok(accepted)) => act.on_accepted(id, kind, accepted, ctx),
@@ -78,7 +80,51 @@ impl RedisReader {
     ) {
         self.metrics.event(kind, "accepted");
         debug!(event_id = %id, pods = accepted.pods.len(), "event accepted");
+        if let Some(span) = self.spans.get_mut(&id) {
+            span.set("ottoscaler.pods", accepted.pods.len() as i64);
+        }
         self.ack(id, ctx);
+    }
+
+    /// Opens the event's span (read -> ack), a child of the producer's `traceparent`
+    /// when it sent one, and returns its context for the workers; `None` when traces
+    /// are off.
+    fn start_span(&mut self, event: &ScaleEvent) -> Option<crate::telemetry::TraceParent> {
+        let mut attributes = vec![
+            opentelemetry::KeyValue::new("messaging.system", "redis"),
+            opentelemetry::KeyValue::new("messaging.operation.type", "process"),
+            opentelemetry::KeyValue::new("messaging.destination.name", self.config.stream.clone()),
+            opentelemetry::KeyValue::new("messaging.message.id", event.event_id.clone()),
+            opentelemetry::KeyValue::new("ottoscaler.event.type", event.kind.as_str()),
+            opentelemetry::KeyValue::new("ottoscaler.task_id", event.task_id.clone()),
+            opentelemetry::KeyValue::new("ottoscaler.template", event.template.clone()),
+        ];
+        if let crate::messages::ScaleKind::Up { pod_count } = event.kind {
+            attributes.push(opentelemetry::KeyValue::new(
+                "ottoscaler.pod_count",
+                i64::from(pod_count),
+            ));
+        }
+        let span = traces::start(
+            "ottoscaler.event",
+            Kind::Consumer,
+            event.trace.as_ref(),
+            attributes,
+        )?;
+        let context = span.context();
+        // A redelivered entry's earlier span (if any) ends here, replaced.
+        self.spans.insert(event.event_id.clone(), span);
+        Some(context)
+    }
+
+    /// Ends the entry's span, failed with `reason` if given.
+    fn end_span(&mut self, id: &str, reason: Option<&str>) {
+        if let Some(mut span) = self.spans.remove(id) {
+            if let Some(reason) = reason {
+                span.fail(reason);
+            }
+            span.end();
+        }
     }
 
     /// Not done: leave the entry pending (the claim loop redelivers it) and remember why.
@@ -92,6 +138,7 @@ impl RedisReader {
         let reason = reason.to_string();
         warn!(event_id = %id, %reason, "event refused; it stays pending and is retried");
         self.in_flight.remove(&id);
+        self.end_span(&id, Some(&format!("refused: {reason}")));
         self.remember_refusal(id, reason);
         self.check_stopped();
     }
@@ -113,6 +160,7 @@ impl RedisReader {
             match res {
                 Ok(()) => {
                     act.refusals.remove(&id);
+                    act.end_span(&id, None);
                     act.acks.do_send(EventAcknowledged { event_id: id });
                 }
                 Err(e) => {
