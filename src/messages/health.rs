@@ -1,8 +1,6 @@
 //! Liveness: messages every long-lived actor answers, so `/healthz` can tell a running
 //! process from one whose actors are stuck.
 
-use std::time::Duration;
-
 use actix::Message;
 
 /// Answered as soon as the actor handles its next message: an answer within a bound
@@ -17,5 +15,5 @@ pub struct Ping;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct Wedge {
-    pub for_: Duration,
+    pub for_: std::time::Duration,
 }
