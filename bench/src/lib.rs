@@ -17,7 +17,8 @@
 //! - [`recorder`]: a watch of our own recording when each pod was seen in which state.
 //! - [`events`]: writing scale events and reading results on Redis.
 //! - [`apiserver`]: the API server's own request counters.
-//! - [`ceiling`]: the bare kube-rs program B2 compares against.
+//! - [`ceiling`]: the bare kube-rs client program B1, B2 and B6 compare against (the
+//!   stock kube client, not ottoscaler's tuned transport: a reference, not a ceiling).
 //! - [`procfs`]: peak RSS and CPU time of a process.
 //! - [`machine`]: what the numbers were measured on.
 //! - [`stats`], [`http`]: percentiles; a minimal HTTP GET for ottoscaler's endpoints.

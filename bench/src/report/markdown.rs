@@ -55,8 +55,7 @@ pub fn render(report: &Report) -> String {
             row.label,
             value_text(row),
             row.target.map_or("–".into(), |t| t.text(row.unit)),
-            row.baseline
-                .map_or("–".into(), |b| format!("{} {}", num(b), row.unit)),
+            baseline_text(row),
             row.ratio().map_or("–".into(), |r| format!("{r:.2}")),
             match row.met() {
                 Some(true) => "yes",
@@ -78,7 +77,7 @@ pub fn render(report: &Report) -> String {
     md
 }
 
-/// B1 and B6 rate by rate, ottoscaler's run next to the ceiling's.
+/// B1 and B6 rate by rate, ottoscaler's run next to the bare kube-rs client's.
 fn rates(md: &mut String, report: &Report) {
     let lines: Vec<&RateLine> = report.sections.iter().flat_map(|s| &s.rates).collect();
     if lines.is_empty() {
@@ -87,14 +86,17 @@ fn rates(md: &mut String, report: &Report) {
     let _ = writeln!(
         md,
         "\n## B1 and B6 by rate: where the control plane saturates\n\n\
-         Each rate runs three times: a warm-up (the ceiling program, unmeasured: the API \
-         server sizes each new watch's buffer to the event rate it has seen, so the first \
-         run at a higher rate meets closed watches and seconds of lag), ottoscaler, then \
-         the ceiling program with copies of its pods (a process of its own, without \
-         Redis). Each cell is `ottoscaler / ceiling`. Cores are CPU seconds per \
+         Each rate runs three times: a warm-up (the bare kube-rs client program, \
+         unmeasured: the API server sizes each new watch's buffer to the event rate it has \
+         seen, so the first run at a higher rate meets closed watches and seconds of lag), \
+         ottoscaler (qps/burst 500, not the defaults 50/100, so the client-side limit does \
+         not shape the latency), then the bare kube-rs client program with copies of its \
+         pods (a process of its own, without Redis, on the stock kube client: HTTP/1.1, \
+         Nagle on, where ottoscaler has its tuned HTTP/2 client, so it is no ceiling). \
+         Each cell is `ottoscaler / bare kube-rs client`. Cores are CPU seconds per \
          wall-clock second over the run, on {} cores; \"all processes\" is \
          kube-apiserver, etcd, the harness (kubesim, watches), redis-server and ottoscaler \
-         or the ceiling program together. Closed watches: pod watches the API server \
+         or the bare client program together. Closed watches: pod watches the API server \
          closed because a watcher fell behind.\n",
         report.machine["cores"]
     );
@@ -122,9 +124,21 @@ fn rates(md: &mut String, report: &Report) {
     }
 }
 
+/// The baseline with its unit; a model is marked as one.
+fn baseline_text(row: &Row) -> String {
+    match row.baseline {
+        Some(b) if row.model => format!("{} {} (model, not measured)", num(b), row.unit),
+        Some(b) => format!("{} {}", num(b), row.unit),
+        None => "–".into(),
+    }
+}
+
 fn value_text(row: &Row) -> String {
     match (row.value, &row.error) {
-        (Some(v), _) => format!("{} {}", num(v), row.unit),
+        (Some(v), _) => match &row.shortfall {
+            Some(why) => format!("{} {} (**{why}**)", num(v), row.unit),
+            None => format!("{} {}", num(v), row.unit),
+        },
         (None, Some(err)) => format!("not measured: {}", first_line(err)),
         (None, None) => "–".into(),
     }
@@ -151,7 +165,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rate_table_puts_ottoscaler_next_to_the_ceiling() {
+    fn the_rate_table_puts_ottoscaler_next_to_the_bare_client() {
         let report = Report {
             command: "bench".into(),
             date: "2026-11-26T00:00:00Z".into(),
@@ -176,6 +190,15 @@ mod tests {
             md.contains("| 50 | 173 / 256 | 217 / – | 1.26 / 1.20 | 1.80 / 1.66 | 2 / 0 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_model_baseline_and_a_shortfall_are_spelled_out() {
+        let model = Row::new("B3", "1 s", 2.0, "requests").model_baseline(2.5);
+        assert_eq!(baseline_text(&model), "2.50 requests (model, not measured)");
+        let missing =
+            Row::new("B1", "10/s", 8.0, "ms").shortfall(Some("198 of 200 pods seen".into()));
+        assert_eq!(value_text(&missing), "8.00 ms (**198 of 200 pods seen**)");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! - [`b1_latency`]: B1 event latency at each rate, and from the same pods B6
 //!   ([`b6_completion`]) completion latency.
-//! - [`b2_throughput`]: B2 pods cycled per second against the [`crate::ceiling`].
+//! - [`b2_throughput`]: B2 pods cycled per second against the bare kube-rs client
+//!   ([`crate::ceiling`]).
 //! - [`b3_api_cost`]: B3 API requests per worker lifecycle.
 //! - [`b4_memory`]: B4 peak RSS per worker count, with B5 ([`b5_restart`]) in the
 //!   middle: a fresh instance adopts the live pods.
@@ -36,7 +37,10 @@ impl CpuMeter {
         let mut pids = vec![
             ("kube-apiserver", apiserver),
             ("etcd", etcd),
-            ("harness (kubesim, watches, ceiling)", std::process::id()),
+            (
+                "harness (kubesim, watches, bare client)",
+                std::process::id(),
+            ),
         ];
         if let Some(pid) = env.redis.pid() {
             pids.push(("redis-server", pid));
