@@ -47,7 +47,7 @@ pub fn render(report: &Report) -> String {
     );
     md.push_str("| id | what | value | target | baseline | ratio | met |\n");
     md.push_str("|---|---|---|---|---|---|---|\n");
-    for row in report.rows() {
+    for row in report.rows().filter(|r| r.id != "K1") {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -65,6 +65,7 @@ pub fn render(report: &Report) -> String {
         );
     }
     rates(&mut md, report);
+    versus_keda(&mut md, report);
     md.push_str("\n![B1 latency distribution and B4 memory per worker count](benchmarks.png)\n");
     md.push_str("\n## How each number is measured\n\n");
     for row in report.rows() {
@@ -130,6 +131,32 @@ fn baseline_text(row: &Row) -> String {
         Some(b) if row.model => format!("{} {} (model, not measured)", num(b), row.unit),
         Some(b) => format!("{} {}", num(b), row.unit),
         None => "–".into(),
+    }
+}
+
+/// K1's rows: ottoscaler next to KEDA's ScaledJob, with the ratio.
+fn versus_keda(md: &mut String, report: &Report) {
+    let rows: Vec<&Row> = report.rows().filter(|r| r.id == "K1").collect();
+    if rows.is_empty() {
+        return;
+    }
+    md.push_str(
+        "\n## Versus KEDA\n\nK1: the same one-pod entries at the same rate to ottoscaler and \
+         to KEDA's ScaledJob (redis-streams scaler, `lagCount` 1, pollingInterval 1 s), \
+         on the same control plane, Redis and machine, in this run; the harness plays \
+         KEDA's job agent (XREADGROUP + XACK of one entry when a job's pod runs). Ratio: \
+         ottoscaler / KEDA (below 1: ottoscaler lower). Settings in results.json.\n\n\
+         | what | ottoscaler | KEDA | ratio |\n|---|---|---|---|\n",
+    );
+    for row in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            row.label,
+            value_text(row),
+            baseline_text(row),
+            row.ratio().map_or("–".into(), |r| format!("{r:.2}")),
+        );
     }
 }
 
@@ -199,6 +226,31 @@ mod tests {
         let missing =
             Row::new("B1", "10/s", 8.0, "ms").shortfall(Some("198 of 200 pods seen".into()));
         assert_eq!(value_text(&missing), "8.00 ms (**198 of 200 pods seen**)");
+    }
+
+    #[test]
+    fn keda_rows_get_their_own_table() {
+        let report = Report {
+            command: "bench --peers".into(),
+            date: "2026-12-02T00:00:00Z".into(),
+            quick: true,
+            duration: std::time::Duration::from_secs(1),
+            machine: serde_json::json!({ "cores": 2 }),
+            sections: vec![super::super::Section {
+                rows: vec![
+                    Row::new("K1", "peak RSS, ottoscaler / KEDA operator", 20.0, "MiB")
+                        .baseline(80.0),
+                ],
+                ..super::super::Section::default()
+            }],
+        };
+        let md = render(&report);
+        assert!(md.contains("## Versus KEDA"), "{md}");
+        assert!(
+            md.contains("| peak RSS, ottoscaler / KEDA operator | 20.0 MiB | 80.0 MiB | 0.25 |"),
+            "{md}"
+        );
+        assert!(!md.contains("| K1 |"), "{md}");
     }
 
     #[test]

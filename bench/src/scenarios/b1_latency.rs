@@ -61,21 +61,21 @@ fn label(rate: u32) -> String {
 
 /// What the harness' watch saw of one rate's events.
 #[derive(Debug, Clone, PartialEq)]
-struct Coverage {
+pub(crate) struct Coverage {
     /// XADD -> the pod's first sighting, in ms, for each event whose pod was seen.
-    latencies: Vec<f64>,
+    pub(crate) latencies: Vec<f64>,
     /// Events sent.
-    expected: usize,
+    pub(crate) expected: usize,
 }
 
 impl Coverage {
     /// Events whose pod the harness never saw: each is a failure of the row, not a gap.
-    fn missing(&self) -> usize {
+    pub(crate) fn missing(&self) -> usize {
         self.expected - self.latencies.len()
     }
 
     /// `Some("198 of 200 pods seen")` when any pod is missing.
-    fn shortfall(&self) -> Option<String> {
+    pub(crate) fn shortfall(&self) -> Option<String> {
         (self.missing() > 0)
             .then(|| format!("{} of {} pods seen", self.latencies.len(), self.expected))
     }
@@ -84,7 +84,11 @@ impl Coverage {
 /// For each event id sent, the time from its XADD (the id's milliseconds) to `at` of its
 /// pod (by the pod's event-id annotation); events without a pod, or whose pod lacks the
 /// time, count as missing.
-fn coverage(ids: &[String], pods: &[&PodTimes], at: fn(&PodTimes) -> Option<i64>) -> Coverage {
+pub(crate) fn coverage(
+    ids: &[String],
+    pods: &[&PodTimes],
+    at: fn(&PodTimes) -> Option<i64>,
+) -> Coverage {
     let by_event: HashMap<&str, i64> = pods
         .iter()
         .filter_map(|t| Some((t.event_id.as_deref()?, at(t)?)))
@@ -396,7 +400,7 @@ fn write_csv(env: &BenchEnv, rate: u32, pods: &[(&str, &PodTimes)]) -> Result<()
 
 /// XADDs `count` one-pod events at `rate` per second, each at its own scheduled time
 /// (late ones go at once, without bunching the rest); returns their entry ids.
-async fn send_paced(
+pub(crate) async fn send_paced(
     con: &mut redis::aio::MultiplexedConnection,
     stream: &str,
     rate: u32,

@@ -8,6 +8,8 @@
 //! - [`b3_api_cost`]: B3 API requests per worker lifecycle.
 //! - [`b4_memory`]: B4 peak RSS per worker count, with B5 ([`b5_restart`]) in the
 //!   middle: a fresh instance adopts the live pods.
+//! - [`k1_keda`]: K1 ottoscaler next to KEDA's ScaledJob (only with `--peers` or
+//!   `--only K1`).
 
 pub mod b1_latency;
 pub mod b2_throughput;
@@ -15,6 +17,7 @@ pub mod b3_api_cost;
 pub mod b4_memory;
 pub mod b5_restart;
 pub mod b6_completion;
+pub mod k1_keda;
 
 use std::time::Instant;
 
