@@ -155,8 +155,20 @@ fn versus_keda(md: &mut String, report: &Report) {
             row.label,
             value_text(row),
             baseline_text(row),
-            row.ratio().map_or("–".into(), |r| format!("{r:.2}")),
+            row.ratio().map_or("–".into(), ratio_text),
         );
+    }
+}
+
+/// A ratio with two significant digits at least, so 0.004 does not read 0.00.
+fn ratio_text(r: f64) -> String {
+    let a = r.abs();
+    if a >= 0.1 || a == 0.0 {
+        format!("{r:.2}")
+    } else if a >= 0.01 {
+        format!("{r:.3}")
+    } else {
+        format!("{r:.4}")
     }
 }
 
@@ -251,6 +263,13 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("| K1 |"), "{md}");
+    }
+
+    #[test]
+    fn small_ratios_keep_their_digits() {
+        assert_eq!(ratio_text(0.26), "0.26");
+        assert_eq!(ratio_text(0.0312), "0.031");
+        assert_eq!(ratio_text(0.00379), "0.0038");
     }
 
     #[test]
