@@ -5,7 +5,7 @@ NAMESPACE ?= ottoscaler
 EVENT_TASK ?= task-123
 EVENT_PODS ?= 3
 
-.PHONY: help deps controlplane tools otelcol build run test chaos bench test-event fmt lint deploy logs demo up up-cluster clean check-image
+.PHONY: help deps controlplane tools otelcol build run test chaos bench bench-peers test-event fmt lint deploy logs demo up up-cluster clean check-image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,11 @@ test: deps controlplane tools otelcol ## run every test (unit, actor, Redis, end
 bench: deps controlplane ## benchmarks B1-B6 against the release binary (<= 10 min); writes target/bench/results.json and docs/benchmarks.md
 	$(CARGO) build --release --bin ottoscaler -p ottoscaler
 	$(CARGO) run --release -p bench -- --ottoscaler target/release/ottoscaler
+
+bench-peers: deps controlplane ## make bench plus K1, ottoscaler next to KEDA's ScaledJob (builds KEDA once, cached: testenv/keda/build.sh)
+	testenv/keda/build.sh >/dev/null
+	$(CARGO) build --release --bin ottoscaler -p ottoscaler
+	$(CARGO) run --release -p bench -- --ottoscaler target/release/ottoscaler --peers
 
 chaos: deps controlplane ## the reliability suite at full size (HA included) + the event-parser fuzz target (~20 min); writes docs/reliability.md
 	scripts/chaos.sh

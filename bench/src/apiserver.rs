@@ -95,6 +95,25 @@ impl RequestCounts {
         )
     }
 
+    /// Every request but watches, by `VERB resource[/subresource]`: what all clients
+    /// asked of the API server (K1 compares two systems' windows with it).
+    pub fn by_resource(&self) -> BTreeMap<String, f64> {
+        let mut by = BTreeMap::new();
+        for (class, v) in &self.0 {
+            if class.verb == "WATCH" {
+                continue;
+            }
+            let resource = if class.subresource.is_empty() {
+                class.resource.clone()
+            } else {
+                format!("{}/{}", class.resource, class.subresource)
+            };
+            *by.entry(format!("{} {resource}", class.verb))
+                .or_insert(0.0) += v;
+        }
+        by
+    }
+
     /// Requests on `pods` itself (no subresource), watches excluded, by `VERB code`.
     pub fn pod_requests(&self) -> BTreeMap<String, f64> {
         let mut by_verb = BTreeMap::new();
@@ -147,5 +166,15 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
         assert_eq!(by_verb.get("POST 201"), Some(&50.0));
         assert_eq!(by_verb.get("DELETE 200"), Some(&50.0));
         assert_eq!(by_verb.len(), 2);
+    }
+
+    #[test]
+    fn every_request_but_watches_counts_by_resource() {
+        let delta = RequestCounts::parse(AFTER).since(&RequestCounts::parse(BEFORE));
+        let by = delta.by_resource();
+        assert_eq!(by.get("POST pods"), Some(&50.0));
+        assert_eq!(by.get("POST pods/binding"), Some(&50.0));
+        assert_eq!(by.get("DELETE pods"), Some(&50.0));
+        assert_eq!(by.len(), 3);
     }
 }

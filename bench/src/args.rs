@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 pub const USAGE: &str = "\
-usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,B2,...]
+usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,B2,...] [--peers]
 
   --quick            tiny counts (seconds instead of minutes); for smoke tests
   --out DIR          write results.json, benchmarks.md and benchmarks.png into DIR
@@ -14,7 +14,10 @@ usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,B2,
   --ottoscaler PATH  the ottoscaler binary to measure (default: target/release/ottoscaler
                      of the workspace)
   --only LIST        run only these scenarios (B1 includes B6, B4 includes B5); for
-                     diagnosis: the report then lacks the others
+                     diagnosis: the report then lacks the others; K1 is the KEDA lane
+  --peers            also run K1: ottoscaler next to KEDA's ScaledJob (builds the KEDA
+                     operator with testenv/keda/build.sh, cached; what make bench-peers
+                     runs)
 
 environment: OTTOSCALER_BENCH_ENV_X=v is passed to ottoscaler as X=v (e.g. RUST_LOG)";
 
@@ -24,14 +27,17 @@ pub struct Args {
     pub quick: bool,
     pub out: Option<PathBuf>,
     pub ottoscaler: PathBuf,
-    /// Scenario ids to run (B1, B2, B3, B4); empty: all.
+    /// Scenario ids to run (B1, B2, B3, B4, K1); empty: all but K1.
     pub only: Vec<String>,
+    /// Whether K1 (the KEDA lane) runs beside the others.
+    pub peers: bool,
     /// The command as typed, for the report.
     pub command: String,
 }
 
-/// The scenarios `--only` can name; B6 comes with B1 and B5 with B4.
-const SCENARIOS: [&str; 4] = ["B1", "B2", "B3", "B4"];
+/// The scenarios `--only` can name; B6 comes with B1 and B5 with B4; K1 (KEDA) runs
+/// only when named or with `--peers`.
+const SCENARIOS: [&str; 5] = ["B1", "B2", "B3", "B4", "K1"];
 
 /// The workspace root (this crate's parent directory), fixed at compile time so the
 /// defaults work from any working directory.
@@ -49,10 +55,12 @@ impl Args {
         let mut out = None;
         let mut ottoscaler = None;
         let mut only = Vec::new();
+        let mut peers = false;
         let mut it = argv.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
                 "--quick" => quick = true,
+                "--peers" => peers = true,
                 "--out" => out = Some(PathBuf::from(value(&mut it, "--out")?)),
                 "--ottoscaler" => ottoscaler = Some(PathBuf::from(value(&mut it, "--ottoscaler")?)),
                 "--only" => {
@@ -79,13 +87,18 @@ impl Args {
             out,
             ottoscaler,
             only,
+            peers,
             command,
         }))
     }
 
-    /// Whether scenario `id` (B1, B2, B3 or B4) is to run.
+    /// Whether scenario `id` (B1, B2, B3, B4 or K1) is to run.
     pub fn runs(&self, id: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|s| s == id)
+        let named = self.only.iter().any(|s| s == id);
+        if id == "K1" {
+            return named || (self.peers && self.only.is_empty());
+        }
+        self.only.is_empty() || named
     }
 
     pub fn plan(&self) -> Plan {
@@ -132,6 +145,8 @@ pub struct Plan {
     /// B3: workers per run, and the run times (seconds) compared.
     pub cost_workers: u32,
     pub cost_run_seconds: Vec<u32>,
+    /// K1: (events per second, seconds of sending) per rate, for both systems.
+    pub peer_rates: Vec<(u32, u32)>,
     /// B4: worker counts at which the peak RSS is read (ascending).
     pub memory_steps: Vec<u32>,
     /// B5: live pods a fresh instance adopts (one of `memory_steps`).
@@ -147,6 +162,7 @@ impl Plan {
             throughput_concurrency: 200,
             cost_workers: 50,
             cost_run_seconds: vec![1, 60],
+            peer_rates: vec![(10, 20), (25, 10)],
             memory_steps: vec![1000, 5000, 10_000],
             restart_pods: 5000,
         }
@@ -160,6 +176,7 @@ impl Plan {
             throughput_concurrency: 20,
             cost_workers: 5,
             cost_run_seconds: vec![1, 2],
+            peer_rates: vec![(10, 2), (25, 1)],
             memory_steps: vec![50, 100],
             restart_pods: 100,
         }
@@ -208,6 +225,20 @@ mod tests {
             .expect("parse")
             .expect("args");
         assert!(a.runs("B2") && a.runs("B4") && !a.runs("B1"));
+    }
+
+    #[test]
+    fn the_keda_lane_runs_only_when_asked_for() {
+        let all = Args::parse("bench", &[]).expect("parse").expect("args");
+        assert!(all.runs("B1") && !all.runs("K1"));
+        let peers = Args::parse("bench", &args(&["--peers"]))
+            .expect("parse")
+            .expect("args");
+        assert!(peers.runs("B1") && peers.runs("K1"));
+        let only = Args::parse("bench", &args(&["--only", "K1"]))
+            .expect("parse")
+            .expect("args");
+        assert!(only.runs("K1") && !only.runs("B1"));
     }
 
     #[test]

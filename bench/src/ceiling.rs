@@ -1,4 +1,6 @@
-//! The ceiling: a bare kube-rs program that does the least any pod runner must do:
+//! The bare kube-rs client program (once called "the ceiling"; it is none: it uses the
+//! stock kube client, HTTP/1.1 with Nagle on, where ottoscaler has its tuned HTTP/2
+//! client, so ottoscaler can beat it). It does the least any pod runner must do:
 //! create a pod, wait on one shared watch until kubesim finishes it, delete it, wait
 //! until it is gone. No Redis, no actors, no results, no rate limit. B2 runs it with
 //! ottoscaler's concurrency ([`run`]), B1 at ottoscaler's event rate ([`paced`]).
@@ -24,7 +26,7 @@ const POD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Attempts of one create or delete on 429/5xx/connection errors.
 const ATTEMPTS: u32 = 6;
 
-/// What the ceiling run did.
+/// What the bare client run did.
 #[derive(Debug, Clone)]
 pub struct CeilingRun {
     pub pods: u32,
@@ -58,7 +60,7 @@ pub async fn run(
         let waiters = Arc::clone(&waiters);
         let permits = Arc::clone(&permits);
         let mut pod = template.clone();
-        let name = format!("ceiling-{i}");
+        let name = format!("bare-client-{i}");
         pod.metadata.name = Some(name.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await?;
@@ -67,7 +69,7 @@ pub async fn run(
     }
     let mut requests = 0;
     while let Some(done) = tasks.join_next().await {
-        requests += done.map_err(|e| anyhow!("ceiling task panicked: {e}"))??;
+        requests += done.map_err(|e| anyhow!("bare client task panicked: {e}"))??;
     }
     let elapsed = started.elapsed();
     watch_task.abort();
@@ -105,14 +107,14 @@ pub async fn paced(
         tasks.spawn(async move { cycle(&api, &waiters, pod, &name).await });
     }
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| anyhow!("ceiling task panicked: {e}"))??;
+        done.map_err(|e| anyhow!("bare client task panicked: {e}"))??;
     }
     watch_task.abort();
     Ok(sent)
 }
 
 /// The subcommand of this binary that runs [`paced`] as a process of its own.
-pub const PACED_COMMAND: &str = "ceiling-paced";
+pub const PACED_COMMAND: &str = "bare-client-paced";
 
 /// What the [`PACED_COMMAND`] process reports: each pod's create-sent time, and the CPU
 /// seconds it used.
@@ -123,7 +125,7 @@ pub struct PacedRun {
 }
 
 /// [`paced`] in a child process (this binary's [`PACED_COMMAND`]), for B1: ottoscaler
-/// runs as a process of its own, so on a saturated machine the ceiling must contend
+/// runs as a process of its own, so on a saturated machine the bare client must contend
 /// for the CPU the same way, not from inside the harness next to kubesim.
 pub async fn paced_process(
     kubeconfig: &Path,
@@ -135,7 +137,7 @@ pub async fn paced_process(
     timeout: Duration,
 ) -> Result<PacedRun> {
     // Per namespace and rate: the warm-up and the measured run keep their own files.
-    let name = format!("ceiling-{namespace}-{rate}");
+    let name = format!("bare-client-{namespace}-{rate}");
     let template_path = log_dir.join(format!("{name}-template.json"));
     std::fs::write(&template_path, serde_json::to_vec(template)?)
         .with_context(|| format!("cannot write {}", template_path.display()))?;
@@ -154,19 +156,19 @@ pub async fn paced_process(
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
-        .context("cannot start the ceiling process")?;
+        .context("cannot start the bare kube-rs client process")?;
     let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .context("the ceiling process timed out")?
-        .context("the ceiling process failed")?;
+        .context("the bare kube-rs client process timed out")?
+        .context("the bare kube-rs client process failed")?;
     if !output.status.success() {
         bail!(
-            "the ceiling process exited with {} (log: {})",
+            "the bare kube-rs client process exited with {} (log: {})",
             output.status,
             log_path.display()
         );
     }
-    serde_json::from_slice(&output.stdout).context("the ceiling process' report")
+    serde_json::from_slice(&output.stdout).context("the bare kube-rs client process' report")
 }
 
 /// The [`PACED_COMMAND`] process: `KUBECONFIG NAMESPACE TEMPLATE_JSON RATE COUNT`;
@@ -206,8 +208,8 @@ async fn watch(client: Client, namespace: &str) -> Result<Watch> {
     let handle = tokio::spawn(dispatch(api.clone(), Arc::clone(&waiters), synced_tx));
     tokio::time::timeout(Duration::from_secs(30), synced_rx)
         .await
-        .context("the ceiling's watch did not list within 30 s")?
-        .context("the ceiling's watch ended")?;
+        .context("the bare client's watch did not list within 30 s")?
+        .context("the bare client's watch ended")?;
     Ok((api, waiters, handle))
 }
 
@@ -287,7 +289,7 @@ async fn dispatch(api: Api<Pod>, waiters: Arc<Mutex<Waiters>>, synced: oneshot::
                 }
             }
             Ok(Event::Init) => {}
-            Err(err) => eprintln!("bench: ceiling watch error (retrying): {err}"),
+            Err(err) => eprintln!("bench: bare client watch error (retrying): {err}"),
         }
     }
 }

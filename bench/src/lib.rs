@@ -17,7 +17,9 @@
 //! - [`recorder`]: a watch of our own recording when each pod was seen in which state.
 //! - [`events`]: writing scale events and reading results on Redis.
 //! - [`apiserver`]: the API server's own request counters.
-//! - [`ceiling`]: the bare kube-rs program B2 compares against.
+//! - [`ceiling`]: the bare kube-rs client program B1, B2 and B6 compare against (the
+//!   stock kube client, not ottoscaler's tuned transport: a reference, not a ceiling).
+//! - [`keda`]: the KEDA operator of K1: build, CRDs, process, ScaledJob.
 //! - [`procfs`]: peak RSS and CPU time of a process.
 //! - [`machine`]: what the numbers were measured on.
 //! - [`stats`], [`http`]: percentiles; a minimal HTTP GET for ottoscaler's endpoints.
@@ -30,6 +32,7 @@ pub mod bench_env;
 pub mod ceiling;
 pub mod events;
 pub mod http;
+pub mod keda;
 pub mod machine;
 pub mod otto;
 pub mod procfs;
@@ -78,6 +81,11 @@ pub async fn run(args: Args) -> Result<()> {
     if args.runs("B3") {
         sections.push(scenarios::b3_api_cost::run(&env, &plan).await);
         progress("B3");
+    }
+    if args.runs("K1") {
+        // Before B4, which leaves 10,000 pods behind.
+        sections.push(scenarios::k1_keda::run(&env, &plan).await);
+        progress("K1");
     }
     if args.runs("B4") {
         sections.push(scenarios::b4_memory::run(&env, &plan).await);

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         }
     };
     // Two workers: the machine this is meant for has two cores, and kubesim and the
-    // ceiling program share this runtime.
+    // bare kube-rs client of B2 share this runtime.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// B1's ceiling as a process of its own (see `bench::ceiling::paced_process`), on a
+/// B1's bare kube-rs client as a process of its own (see `bench::ceiling::paced_process`), on a
 /// runtime like a bare `#[tokio::main]` program's.
 fn ceiling_process(args: &[String]) -> ExitCode {
     let result = tokio::runtime::Builder::new_multi_thread()

@@ -291,7 +291,8 @@ async fn metrics_at(addr: SocketAddr) -> Result<Metrics> {
     Ok(Metrics::parse(&body))
 }
 
-fn free_port() -> Result<u16> {
+/// A port free on loopback right now (for a child process to bind).
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -1,6 +1,7 @@
 //! `results.json`: the machine, then one object per row with `id`, `label`, `value`,
-//! `unit`, `target`, `baseline`, `ratio`, `met`, `method`, `detail` (and `error` when
-//! the row could not be measured).
+//! `unit`, `target`, `baseline`, `baseline_kind` (`measured`, `model` or null), `ratio`,
+//! `met`, `method`, `detail` (and `error` when the row could not be measured,
+//! `shortfall` when the target is missed whatever the value).
 
 use serde_json::{Value, json};
 
@@ -25,13 +26,19 @@ fn row(r: &Row) -> Value {
         "unit": r.unit,
         "target": r.target.map(|t| t.text(r.unit)),
         "baseline": r.baseline.map(|b| round(b, 3)),
+        "baseline_kind": r.baseline.map(|_| if r.model { "model" } else { "measured" }),
         "ratio": r.ratio().map(|x| round(x, 3)),
         "met": r.met(),
         "method": r.method,
         "detail": r.detail,
     });
-    if let (Some(error), Some(obj)) = (&r.error, v.as_object_mut()) {
-        obj.insert("error".into(), Value::from(error.as_str()));
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(error) = &r.error {
+            obj.insert("error".into(), Value::from(error.as_str()));
+        }
+        if let Some(shortfall) = &r.shortfall {
+            obj.insert("shortfall".into(), Value::from(shortfall.as_str()));
+        }
     }
     v
 }
@@ -53,12 +60,23 @@ mod tests {
             .target(Target::ratio_at_least(0.8));
         let v = row(&r);
         for key in [
-            "id", "label", "value", "unit", "target", "baseline", "ratio", "met",
+            "id",
+            "label",
+            "value",
+            "unit",
+            "target",
+            "baseline",
+            "baseline_kind",
+            "ratio",
+            "met",
         ] {
             assert!(v.get(key).is_some(), "{key} missing in {v}");
         }
         assert_eq!(v["value"], 80.123);
         assert_eq!(v["ratio"], 0.801);
         assert_eq!(v["met"], true);
+        assert_eq!(v["baseline_kind"], "measured");
+        let model = row(&Row::new("B3", "1 s", 2.0, "requests").model_baseline(2.5));
+        assert_eq!(model["baseline_kind"], "model");
     }
 }

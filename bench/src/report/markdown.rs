@@ -47,7 +47,7 @@ pub fn render(report: &Report) -> String {
     );
     md.push_str("| id | what | value | target | baseline | ratio | met |\n");
     md.push_str("|---|---|---|---|---|---|---|\n");
-    for row in report.rows() {
+    for row in report.rows().filter(|r| r.id != "K1") {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} |",
@@ -55,8 +55,7 @@ pub fn render(report: &Report) -> String {
             row.label,
             value_text(row),
             row.target.map_or("–".into(), |t| t.text(row.unit)),
-            row.baseline
-                .map_or("–".into(), |b| format!("{} {}", num(b), row.unit)),
+            baseline_text(row),
             row.ratio().map_or("–".into(), |r| format!("{r:.2}")),
             match row.met() {
                 Some(true) => "yes",
@@ -66,6 +65,7 @@ pub fn render(report: &Report) -> String {
         );
     }
     rates(&mut md, report);
+    versus_keda(&mut md, report);
     md.push_str("\n![B1 latency distribution and B4 memory per worker count](benchmarks.png)\n");
     md.push_str("\n## How each number is measured\n\n");
     for row in report.rows() {
@@ -78,7 +78,7 @@ pub fn render(report: &Report) -> String {
     md
 }
 
-/// B1 and B6 rate by rate, ottoscaler's run next to the ceiling's.
+/// B1 and B6 rate by rate, ottoscaler's run next to the bare kube-rs client's.
 fn rates(md: &mut String, report: &Report) {
     let lines: Vec<&RateLine> = report.sections.iter().flat_map(|s| &s.rates).collect();
     if lines.is_empty() {
@@ -87,14 +87,17 @@ fn rates(md: &mut String, report: &Report) {
     let _ = writeln!(
         md,
         "\n## B1 and B6 by rate: where the control plane saturates\n\n\
-         Each rate runs three times: a warm-up (the ceiling program, unmeasured: the API \
-         server sizes each new watch's buffer to the event rate it has seen, so the first \
-         run at a higher rate meets closed watches and seconds of lag), ottoscaler, then \
-         the ceiling program with copies of its pods (a process of its own, without \
-         Redis). Each cell is `ottoscaler / ceiling`. Cores are CPU seconds per \
+         Each rate runs three times: a warm-up (the bare kube-rs client program, \
+         unmeasured: the API server sizes each new watch's buffer to the event rate it has \
+         seen, so the first run at a higher rate meets closed watches and seconds of lag), \
+         ottoscaler (qps/burst 500, not the defaults 50/100, so the client-side limit does \
+         not shape the latency), then the bare kube-rs client program with copies of its \
+         pods (a process of its own, without Redis, on the stock kube client: HTTP/1.1, \
+         Nagle on, where ottoscaler has its tuned HTTP/2 client, so it is no ceiling). \
+         Each cell is `ottoscaler / bare kube-rs client`. Cores are CPU seconds per \
          wall-clock second over the run, on {} cores; \"all processes\" is \
          kube-apiserver, etcd, the harness (kubesim, watches), redis-server and ottoscaler \
-         or the ceiling program together. Closed watches: pod watches the API server \
+         or the bare client program together. Closed watches: pod watches the API server \
          closed because a watcher fell behind.\n",
         report.machine["cores"]
     );
@@ -122,9 +125,59 @@ fn rates(md: &mut String, report: &Report) {
     }
 }
 
+/// The baseline with its unit; a model is marked as one.
+fn baseline_text(row: &Row) -> String {
+    match row.baseline {
+        Some(b) if row.model => format!("{} {} (model, not measured)", num(b), row.unit),
+        Some(b) => format!("{} {}", num(b), row.unit),
+        None => "–".into(),
+    }
+}
+
+/// K1's rows: ottoscaler next to KEDA's ScaledJob, with the ratio.
+fn versus_keda(md: &mut String, report: &Report) {
+    let rows: Vec<&Row> = report.rows().filter(|r| r.id == "K1").collect();
+    if rows.is_empty() {
+        return;
+    }
+    md.push_str(
+        "\n## Versus KEDA\n\nK1: the same one-pod entries at the same rate to ottoscaler and \
+         to KEDA's ScaledJob (redis-streams scaler, `lagCount` 1, pollingInterval 1 s), \
+         on the same control plane, Redis and machine, in this run; the harness plays \
+         KEDA's job agent (XREADGROUP + XACK of one entry when a job's pod runs). Ratio: \
+         ottoscaler / KEDA (below 1: ottoscaler lower). Settings in results.json.\n\n\
+         | what | ottoscaler | KEDA | ratio |\n|---|---|---|---|\n",
+    );
+    for row in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            row.label,
+            value_text(row),
+            baseline_text(row),
+            row.ratio().map_or("–".into(), ratio_text),
+        );
+    }
+}
+
+/// A ratio with two significant digits at least, so 0.004 does not read 0.00.
+fn ratio_text(r: f64) -> String {
+    let a = r.abs();
+    if a >= 0.1 || a == 0.0 {
+        format!("{r:.2}")
+    } else if a >= 0.01 {
+        format!("{r:.3}")
+    } else {
+        format!("{r:.4}")
+    }
+}
+
 fn value_text(row: &Row) -> String {
     match (row.value, &row.error) {
-        (Some(v), _) => format!("{} {}", num(v), row.unit),
+        (Some(v), _) => match &row.shortfall {
+            Some(why) => format!("{} {} (**{why}**)", num(v), row.unit),
+            None => format!("{} {}", num(v), row.unit),
+        },
         (None, Some(err)) => format!("not measured: {}", first_line(err)),
         (None, None) => "–".into(),
     }
@@ -151,7 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rate_table_puts_ottoscaler_next_to_the_ceiling() {
+    fn the_rate_table_puts_ottoscaler_next_to_the_bare_client() {
         let report = Report {
             command: "bench".into(),
             date: "2026-11-26T00:00:00Z".into(),
@@ -176,6 +229,47 @@ mod tests {
             md.contains("| 50 | 173 / 256 | 217 / – | 1.26 / 1.20 | 1.80 / 1.66 | 2 / 0 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn a_model_baseline_and_a_shortfall_are_spelled_out() {
+        let model = Row::new("B3", "1 s", 2.0, "requests").model_baseline(2.5);
+        assert_eq!(baseline_text(&model), "2.50 requests (model, not measured)");
+        let missing =
+            Row::new("B1", "10/s", 8.0, "ms").shortfall(Some("198 of 200 pods seen".into()));
+        assert_eq!(value_text(&missing), "8.00 ms (**198 of 200 pods seen**)");
+    }
+
+    #[test]
+    fn keda_rows_get_their_own_table() {
+        let report = Report {
+            command: "bench --peers".into(),
+            date: "2026-12-02T00:00:00Z".into(),
+            quick: true,
+            duration: std::time::Duration::from_secs(1),
+            machine: serde_json::json!({ "cores": 2 }),
+            sections: vec![super::super::Section {
+                rows: vec![
+                    Row::new("K1", "peak RSS, ottoscaler / KEDA operator", 20.0, "MiB")
+                        .baseline(80.0),
+                ],
+                ..super::super::Section::default()
+            }],
+        };
+        let md = render(&report);
+        assert!(md.contains("## Versus KEDA"), "{md}");
+        assert!(
+            md.contains("| peak RSS, ottoscaler / KEDA operator | 20.0 MiB | 80.0 MiB | 0.25 |"),
+            "{md}"
+        );
+        assert!(!md.contains("| K1 |"), "{md}");
+    }
+
+    #[test]
+    fn small_ratios_keep_their_digits() {
+        assert_eq!(ratio_text(0.26), "0.26");
+        assert_eq!(ratio_text(0.0312), "0.031");
+        assert_eq!(ratio_text(0.00379), "0.0038");
     }
 
     #[test]

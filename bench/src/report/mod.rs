@@ -67,8 +67,13 @@ pub struct Row {
     pub value: Option<f64>,
     pub unit: &'static str,
     pub target: Option<Target>,
-    /// The ceiling or model the value is compared with.
+    /// The measured baseline (the bare kube-rs client's run) or the model the value is
+    /// compared with; [`Row::model`] tells which.
     pub baseline: Option<f64>,
+    /// Whether the baseline is a formula, not a measurement (B3's polling design).
+    pub model: bool,
+    /// Why the target is missed whatever the value (B1: pods the harness never saw).
+    pub shortfall: Option<String>,
     /// How it was measured, in a sentence or two.
     pub method: String,
     /// Supporting numbers (percentiles, per-verb counts, CPU seconds...).
@@ -85,6 +90,8 @@ impl Row {
             unit,
             target: None,
             baseline: None,
+            model: false,
+            shortfall: None,
             method: String::new(),
             detail: Map::new(),
             error: None,
@@ -98,6 +105,19 @@ impl Row {
 
     pub fn baseline(mut self, baseline: f64) -> Row {
         self.baseline = Some(baseline);
+        self
+    }
+
+    /// A baseline that is a formula, not a measurement: labelled "model" in the report.
+    pub fn model_baseline(mut self, model: f64) -> Row {
+        self.baseline = Some(model);
+        self.model = true;
+        self
+    }
+
+    /// Marks the target missed whatever the value, saying why (`None`: no shortfall).
+    pub fn shortfall(mut self, shortfall: Option<String>) -> Row {
+        self.shortfall = shortfall;
         self
     }
 
@@ -119,9 +139,13 @@ impl Row {
         }
     }
 
-    /// Whether the target is met (None: no target or no value).
+    /// Whether the target is met (None: no target or no value); never with a
+    /// [`Row::shortfall`].
     pub fn met(&self) -> Option<bool> {
         let target = self.target?;
+        if self.shortfall.is_some() && self.value.is_some() {
+            return Some(false);
+        }
         let v = if target.on_ratio {
             self.ratio()?
         } else {
@@ -142,23 +166,24 @@ pub struct Section {
     pub latencies: Vec<(String, Vec<f64>)>,
     /// B4: (workers, peak RSS in MiB).
     pub memory: Vec<(u32, f64)>,
-    /// B1 and B6 rate by rate, ottoscaler's run next to the ceiling's.
+    /// B1 and B6 rate by rate, ottoscaler's run next to the bare kube-rs client's.
     pub rates: Vec<RateLine>,
 }
 
-/// B1 and B6 at one event rate: ottoscaler's run and the ceiling's, with how busy the
+/// B1 and B6 at one event rate: ottoscaler's run and the bare kube-rs client's (the
+/// [`crate::ceiling`] program), with how busy the
 /// machine was in each, to show where the control plane saturates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLine {
     pub rate: u32,
-    /// B1 p99 (ms): ottoscaler, the ceiling.
+    /// B1 p99 (ms): ottoscaler, the bare client.
     pub latency_p99: (f64, f64),
-    /// B6 p99 (ms): ottoscaler, the ceiling.
+    /// B6 p99 (ms): ottoscaler, the bare client.
     pub completion_p99: (Option<f64>, Option<f64>),
     /// Mean CPU cores kube-apiserver used over each run.
     pub apiserver_cores: (Option<f64>, Option<f64>),
     /// Mean CPU cores of every process measured (control plane, harness with kubesim,
-    /// Redis, ottoscaler or the ceiling program) over each run.
+    /// Redis, ottoscaler or the bare client program) over each run.
     pub busy_cores: (Option<f64>, Option<f64>),
     /// Pod watches the API server closed during each run (a watcher fell behind).
     pub closed_watches: (f64, f64),
@@ -285,5 +310,13 @@ mod tests {
             throughput.target.map(|t| t.text("pods/s")).as_deref(),
             Some(">= 0.8 x baseline")
         );
+    }
+
+    #[test]
+    fn a_shortfall_misses_the_target_whatever_the_value() {
+        let fast = Row::new("B1", "10/s", 8.0, "ms").target(Target::at_most(50.0));
+        assert_eq!(fast.clone().shortfall(None).met(), Some(true));
+        let missing = fast.shortfall(Some("198 of 200 pods seen".into()));
+        assert_eq!(missing.met(), Some(false));
     }
 }

@@ -19,7 +19,7 @@ const FONTS: [&str; 3] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
     "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
 ];
-/// Enough for ottoscaler and the ceiling at four B1 rates.
+/// Enough for ottoscaler and the bare kube-rs client at four B1 rates.
 const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(174, 199, 232),
@@ -73,7 +73,7 @@ fn latency_panel(
         * 1.2;
     let mut chart = ChartBuilder::on(area)
         .caption(
-            "B1: XADD (ceiling: create sent) -> ADDED on a watch",
+            "B1: XADD (bare kube-rs client: create sent) -> ADDED on a watch",
             (FONT, 18),
         )
         .margin(15)

@@ -100,13 +100,14 @@ async fn measure(env: &BenchEnv, workers: u32, seconds: u32) -> Result<Row> {
     let w = f64::from(workers);
     let model = 2.0 + f64::from(seconds) / 2.0;
     Ok(Row::new("B3", label(seconds), otto_total / w, "requests")
-        .baseline(model)
+        .model_baseline(model)
         .target(Target::at_most(2.2))
         .method(format!(
             "One scale_up of {workers} workers running {seconds} s (ottoscaler defaults: qps \
              50, burst 100): the increase of ottoscaler's ottoscaler_kube_requests_total \
              (all verbs) from before the XADD to after every pod is gone, divided by \
-             {workers}. Baseline: the polling design's 2 + T/2 = {model}. Cross-check: the \
+             {workers}. Baseline: a model, not a measurement: the polling design's 2 + T/2 = \
+             {model} (a create, a delete and a GET every 2 s of the run). Cross-check: the \
              API server's apiserver_request_total delta on pods (no subresource, no \
              watches) over the same window; it also holds kubesim's DELETEs of pods it saw \
              terminating (mostly 404, as the API server removed them already)."

@@ -3,10 +3,13 @@
 //!
 //! - [`b1_latency`]: B1 event latency at each rate, and from the same pods B6
 //!   ([`b6_completion`]) completion latency.
-//! - [`b2_throughput`]: B2 pods cycled per second against the [`crate::ceiling`].
+//! - [`b2_throughput`]: B2 pods cycled per second against the bare kube-rs client
+//!   ([`crate::ceiling`]).
 //! - [`b3_api_cost`]: B3 API requests per worker lifecycle.
 //! - [`b4_memory`]: B4 peak RSS per worker count, with B5 ([`b5_restart`]) in the
 //!   middle: a fresh instance adopts the live pods.
+//! - [`k1_keda`]: K1 ottoscaler next to KEDA's ScaledJob (only with `--peers` or
+//!   `--only K1`).
 
 pub mod b1_latency;
 pub mod b2_throughput;
@@ -14,6 +17,7 @@ pub mod b3_api_cost;
 pub mod b4_memory;
 pub mod b5_restart;
 pub mod b6_completion;
+pub mod k1_keda;
 
 use std::time::Instant;
 
@@ -36,7 +40,10 @@ impl CpuMeter {
         let mut pids = vec![
             ("kube-apiserver", apiserver),
             ("etcd", etcd),
-            ("harness (kubesim, watches, ceiling)", std::process::id()),
+            (
+                "harness (kubesim, watches, bare client)",
+                std::process::id(),
+            ),
         ];
         if let Some(pid) = env.redis.pid() {
             pids.push(("redis-server", pid));
