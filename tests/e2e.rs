@@ -12,7 +12,9 @@ use testenv::RedisServer;
 
 mod common;
 
-use common::ottoscaler::{Launch, Ottoscaler, connections_to, metric_sum, temp_dir};
+use common::ottoscaler::{
+    Launch, Ottoscaler, SHORT_AND_LONG_TEMPLATES, connections_to, metric_sum, temp_dir,
+};
 use common::redis::{entries, pending, xadd};
 use common::wait_until;
 
@@ -26,17 +28,6 @@ fn results(port: u16) -> Vec<BTreeMap<String, String>> {
 fn pending_count(port: u16) -> u64 {
     pending(port, STREAM, "ottoscaler")
 }
-
-/// Templates as the Deployment's ConfigMap would carry them.
-const CONFIG: &str = r#"
-[templates.default]
-image = "busybox:latest"
-annotations = { "kubesim.ottoscaler.dev/run-seconds" = "1" }
-
-[templates.long]
-image = "busybox:latest"
-annotations = { "kubesim.ottoscaler.dev/run-seconds" = "600" }
-"#;
 
 async fn live_pods(pods: &Api<Pod>) -> Vec<Pod> {
     pods.list(&ListParams::default().labels("managed-by=ottoscaler"))
@@ -67,7 +58,7 @@ async fn start(label: &str) -> (String, RedisServer, Ottoscaler) {
     let dir = temp_dir(&format!("e2e-{label}"));
     let ottoscaler = Ottoscaler::start(
         Launch::new(redis.port(), &ns, &dir)
-            .config(CONFIG)
+            .config(SHORT_AND_LONG_TEMPLATES)
             .consumer(&format!("ottoscaler-e2e-{label}")),
     );
     (ns, redis, ottoscaler)

@@ -17,7 +17,7 @@ use testenv::otelcol::{Collector, Span};
 
 mod common;
 
-use common::ottoscaler::{Launch, Ottoscaler, temp_dir};
+use common::ottoscaler::{Launch, Ottoscaler, SHORT_AND_LONG_TEMPLATES, temp_dir};
 use common::redis::{entries, xadd};
 use common::{wait_until, wait_until_async};
 
@@ -27,16 +27,6 @@ const DEAD: &str = "otto:scale:events:dead";
 /// The W3C specification's example: what a producer in a trace would send.
 const PRODUCER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PRODUCER_SPAN: &str = "00f067aa0ba902b7";
-
-const CONFIG: &str = r#"
-[templates.default]
-image = "busybox:latest"
-annotations = { "kubesim.ottoscaler.dev/run-seconds" = "1" }
-
-[templates.long]
-image = "busybox:latest"
-annotations = { "kubesim.ottoscaler.dev/run-seconds" = "600" }
-"#;
 
 /// Adds a scale_up of `pods` workers of `task` with template `long` (they run until a
 /// scale_down), carrying `traceparent`; returns the entry id.
@@ -55,7 +45,7 @@ async fn start(label: &str, env: &[(&str, &str)]) -> (String, RedisServer, Ottos
     let redis = RedisServer::start();
     let dir = temp_dir(&format!("traces-{label}"));
     let mut launch = Launch::new(redis.port(), &ns, &dir)
-        .config(CONFIG)
+        .config(SHORT_AND_LONG_TEMPLATES)
         .consumer(&format!("ottoscaler-{label}"));
     for (k, v) in env {
         launch = launch.env(k, v);

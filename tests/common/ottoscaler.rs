@@ -11,6 +11,18 @@ use testenv::process::ManagedChild;
 /// The binary under test, built by cargo for the integration tests.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_ottoscaler");
 
+/// Templates as the Deployment's ConfigMap would carry them: `default`, whose pods run
+/// 1 s, and `long`, whose pods run 600 s (until a scale_down).
+pub const SHORT_AND_LONG_TEMPLATES: &str = r#"
+[templates.default]
+image = "busybox:latest"
+annotations = { "kubesim.ottoscaler.dev/run-seconds" = "1" }
+
+[templates.long]
+image = "busybox:latest"
+annotations = { "kubesim.ottoscaler.dev/run-seconds" = "600" }
+"#;
+
 /// How one ottoscaler is started; kept so it can be restarted the same way.
 #[derive(Debug, Clone)]
 pub struct Launch {
