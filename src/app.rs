@@ -27,6 +27,7 @@ use crate::messages::reader::StopReading;
 use crate::messages::supervisor::{GetStatus, StopIntake};
 use crate::metrics::Metrics;
 use crate::pods::resolve_templates;
+use crate::scheduler::Rules;
 use crate::settings::{KubernetesSettings, Settings};
 
 /// How long the Lease release on shutdown may take.
@@ -48,10 +49,16 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         ha,
         // The trace exporter is started (and flushed at exit) by `main`, around this.
         telemetry: _,
+        // Read by the Supervisor's scheduling policy and EventLimits::from_settings.
+        scheduling: _,
+        priorities: _,
         templates: _,
     } = &settings;
     let templates = resolve_templates(&settings)?;
-    let metrics = Arc::new(Metrics::with_templates(settings.template_names()));
+    let metrics = Arc::new(
+        Metrics::with_templates(settings.template_names())
+            .with_priorities(settings.priorities.keys().map(String::as_str)),
+    );
     let health = Arc::new(Health::with_liveness_timeout(
         http_settings.liveness_timeout,
     ));
@@ -96,15 +103,9 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     // Supervisor's context is made first so the reader can be given its address.
     let supervisor_ctx = Context::<Supervisor>::new();
     let supervisor_addr = supervisor_ctx.address();
-    let limits_for_events = EventLimits {
-        max_pods_per_event: limits.max_pods_per_event,
-        templates: settings
-            .template_names()
-            .into_iter()
-            .map(String::from)
-            .collect(),
-    };
-    let reader_config = ReaderConfig::from_settings(redis, consumer.clone());
+    let limits_for_events = EventLimits::from_settings(&settings);
+    let reader_config = ReaderConfig::from_settings(redis, consumer.clone())
+        .with_read_ahead(limits.max_waiting_events as usize);
     let reader_fence = fence.clone();
     let reader_metrics = metrics.clone();
     let reader_health = health.clone();
@@ -139,6 +140,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         restart_backoff: crate::retry::Backoff::RESTART,
         results: publisher.recipient(),
         pending_checker: Some(reader.clone().recipient()),
+        rules: Rules::from_settings(&settings),
         metrics: metrics.clone(),
     };
     // A standby Supervisor follows the pod watch but adopts nothing until it leads.

@@ -9,7 +9,7 @@
 //! `H` is how the shell reaches a worker (an actor address), `R` how it answers a
 //! waiting sender (a oneshot sender); tests use plain values for both.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +21,7 @@ use crate::messages::supervisor::EventAccepted;
 use crate::messages::{Outcome, PodObservation, PodPhase, ScaleEvent, ScaleKind, WorkerFinished};
 use crate::outcome::{CancelCandidate, select_for_scale_down};
 use crate::pods::WorkerIdentity;
+use crate::scheduler::{self, Candidate, Capacity, FairState, Rules};
 use crate::telemetry::TraceParent;
 
 /// Restarts of one worker before its outcome becomes `failed` (restart budget exhausted).
@@ -70,6 +71,9 @@ pub struct WorkerEntry<H> {
     /// Its pod template (the pod's `ottoscaler.io/template` annotation), for metrics;
     /// unknown for a worker cancelled before its pod was built.
     pub template: Option<String>,
+    /// Its event's priority class and tenant (the pod's annotations), for metrics.
+    pub priority: Option<String>,
+    pub tenant: Option<String>,
 }
 
 impl<H> WorkerEntry<H> {
@@ -116,9 +120,26 @@ impl<R> Progress<R> {
 enum Waiting<R> {
     /// A scale_up waiting for capacity (or the first list); its responders and the
     /// indices a scale_down took meanwhile are in its [`Progress`].
-    Up(ScaleEvent),
+    Up(ScaleEvent, Queued),
     /// A scale_down waiting for the first pod list.
     Down { event: ScaleEvent, responder: R },
+}
+
+/// When and in which order a scale_up joined the queue.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    /// Stream order (the entry id), else arrival order.
+    order: u64,
+    since: Instant,
+}
+
+/// Waiting scale_ups and workers, by priority class and tenant, for the metrics.
+#[derive(Debug, Default, PartialEq)]
+pub struct Census {
+    /// (class, tenant) -> scale_up events waiting.
+    pub waiting: BTreeMap<(String, String), usize>,
+    /// (class, tenant) -> workers alive (unknown for pods adopted without the annotations).
+    pub workers: BTreeMap<(String, String), usize>,
 }
 
 /// What to do with a scale event that arrived.
@@ -201,6 +222,12 @@ pub struct Ledger<H, R> {
     /// Acknowledged events that still have live workers.
     acked: HashSet<String>,
     queue: VecDeque<Waiting<R>>,
+    /// Arrivals so far: the order of events whose id is not a stream id.
+    arrivals: u64,
+    /// Who goes first when capacity is short, and the caps.
+    rules: Rules,
+    /// The fair scheduler's memory of what each tenant got.
+    fair: FairState,
     /// Pods of workers given up on: the watch must not adopt them again.
     given_up: HashSet<String>,
     /// Pods seen in the current re-list, while one runs.
@@ -212,9 +239,17 @@ pub struct Ledger<H, R> {
 }
 
 impl<H: Clone, R> Ledger<H, R> {
+    /// Books with the default rules (fair, one class, no caps).
     pub fn new(max_workers: usize) -> Self {
+        Self::with_rules(max_workers, Rules::default())
+    }
+
+    pub fn with_rules(max_workers: usize, rules: Rules) -> Self {
         Ledger {
             max_workers,
+            arrivals: 0,
+            rules,
+            fair: FairState::default(),
             workers: HashMap::new(),
             by_event: HashMap::new(),
             by_task: HashMap::new(),
@@ -241,7 +276,7 @@ impl<H: Clone, R> Ledger<H, R> {
     pub fn queued_ups(&self) -> usize {
         self.queue
             .iter()
-            .filter(|w| matches!(w, Waiting::Up(_)))
+            .filter(|w| matches!(w, Waiting::Up(..)))
             .count()
     }
 
@@ -297,51 +332,162 @@ impl<H: Clone, R> Ledger<H, R> {
             progress.responders.push(responder);
             return Admission::Joined;
         }
-        let fits = self.synced
-            && self.queued_ups() == 0
-            && self.new_pods_needed(&event) <= self.free_slots();
+        let fits = self.synced && self.queued_ups() == 0 && self.fits(&event);
         let mut progress = Progress::new(!fits);
         progress.responders.push(responder);
         self.events.insert(event.event_id.clone(), progress);
         if fits {
             Admission::StartUp(event)
         } else {
-            self.queue.push_back(Waiting::Up(event));
+            self.arrivals += 1;
+            let queued = Queued {
+                // Ids that are not stream ids (tests) keep arrival order, after real ones.
+                order: scheduler::stream_order(&event.event_id)
+                    .unwrap_or(u64::MAX / 2 + self.arrivals),
+                since: Instant::now(),
+            };
+            self.queue.push_back(Waiting::Up(event, queued));
             Admission::Queued
         }
     }
 
-    /// The next queued event that can go now, in order: scale_ups while they fit (one
-    /// that does not fit holds back the scale_ups behind it), scale_downs always.
+    /// Whether a scale_up can start now: global slots, its template's and task's caps.
+    fn fits(&self, event: &ScaleEvent) -> bool {
+        let needed = self.new_pods_needed(event);
+        if needed > self.free_slots() {
+            return false;
+        }
+        let template_ok = self
+            .rules
+            .template_caps
+            .get(&event.template)
+            .is_none_or(|cap| {
+                let has = self
+                    .workers
+                    .values()
+                    .filter(|w| w.template() == Some(event.template.as_str()))
+                    .count();
+                has + needed <= *cap
+            });
+        let task_ok = self.rules.task_cap.is_none_or(|cap| {
+            let has = self.by_task.get(&event.task_id).map_or(0, HashSet::len);
+            has + needed <= cap
+        });
+        template_ok && task_ok
+    }
+
+    /// The room the scheduler chooses in: free slots, and what the caps still allow.
+    fn capacity(&self) -> Capacity<'_> {
+        let mut template_room: HashMap<&str, usize> = self
+            .rules
+            .template_caps
+            .iter()
+            .map(|(name, cap)| (name.as_str(), *cap))
+            .collect();
+        if !template_room.is_empty() {
+            for w in self.workers.values() {
+                if let Some(room) = w.template().and_then(|t| template_room.get_mut(t)) {
+                    *room = room.saturating_sub(1);
+                }
+            }
+        }
+        let task_workers = match self.rules.task_cap {
+            Some(_) => self
+                .by_task
+                .iter()
+                .map(|(task, pods)| (task.as_str(), pods.len()))
+                .collect(),
+            None => HashMap::new(),
+        };
+        Capacity {
+            free: self.free_slots(),
+            template_room,
+            task_cap: self.rules.task_cap,
+            task_workers,
+        }
+    }
+
+    /// The queue position of the scale_up the scheduler starts next, if any may start.
+    fn pick_up(&self) -> Option<usize> {
+        let now = Instant::now();
+        let mut tenant_workers: HashMap<&str, usize> = HashMap::new();
+        if self.rules.policy.kind == scheduler::PolicyKind::Fair {
+            for w in self.workers.values() {
+                if let Some(t) = w.tenant.as_deref() {
+                    *tenant_workers.entry(t).or_insert(0) += 1;
+                }
+            }
+        }
+        let (positions, candidates): (Vec<usize>, Vec<Candidate<'_>>) = self
+            .queue
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| match w {
+                Waiting::Up(event, queued) => Some((
+                    i,
+                    Candidate {
+                        order: queued.order,
+                        tenant: &event.tenant,
+                        class: &event.priority,
+                        task: &event.task_id,
+                        template: &event.template,
+                        pods: self.new_pods_needed(event),
+                        tenant_workers: tenant_workers
+                            .get(event.tenant.as_str())
+                            .copied()
+                            .unwrap_or(0),
+                        waited: now.saturating_duration_since(queued.since),
+                    },
+                )),
+                Waiting::Down { .. } => None,
+            })
+            .unzip();
+        let capacity = self.capacity();
+        scheduler::pick(&self.rules.policy, &self.fair, &candidates, &capacity)
+            .and_then(|i| positions.get(i).copied())
+    }
+
+    /// Waiting scale_ups and live workers by priority class and tenant.
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for w in &self.queue {
+            if let Waiting::Up(event, _) = w {
+                *census
+                    .waiting
+                    .entry((event.priority.clone(), event.tenant.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+        for w in self.workers.values() {
+            let key = (
+                w.priority.clone().unwrap_or_else(|| "unknown".into()),
+                w.tenant.clone().unwrap_or_else(|| "unknown".into()),
+            );
+            *census.workers.entry(key).or_insert(0) += 1;
+        }
+        census
+    }
+
+    /// The next queued event that can go now: a scale_down waiting for the first list
+    /// (in order), else the scale_up the scheduler picks ([`crate::scheduler`]).
     pub fn next_ready(&mut self) -> Option<Ready<R>> {
         if !self.synced || self.stopping {
             return None;
         }
-        let mut blocked = false;
-        for i in 0..self.queue.len() {
-            let go = match &self.queue[i] {
-                Waiting::Down { .. } => true,
-                Waiting::Up(event) if !blocked => {
-                    let fits = self.new_pods_needed(event) <= self.free_slots();
-                    blocked = !fits;
-                    fits
+        let down = self
+            .queue
+            .iter()
+            .position(|w| matches!(w, Waiting::Down { .. }));
+        let i = down.or_else(|| self.pick_up())?;
+        match self.queue.remove(i)? {
+            Waiting::Down { event, responder } => Some(Ready::Down(event, responder)),
+            Waiting::Up(event, _) => {
+                if let Some(p) = self.events.get_mut(&event.event_id) {
+                    p.queued = false;
                 }
-                Waiting::Up(_) => false,
-            };
-            if !go {
-                continue;
+                Some(Ready::Up(event))
             }
-            return match self.queue.remove(i)? {
-                Waiting::Down { event, responder } => Some(Ready::Down(event, responder)),
-                Waiting::Up(event) => {
-                    if let Some(p) = self.events.get_mut(&event.event_id) {
-                        p.queued = false;
-                    }
-                    Some(Ready::Up(event))
-                }
-            };
         }
-        None
     }
 
     /// The workers a scale_up that goes now must start (those that do not exist yet),
@@ -384,7 +530,28 @@ impl<H: Clone, R> Ledger<H, R> {
             progress.pods = pods;
             progress.waiting.extend(waiting);
         }
+        if !to_start.is_empty() {
+            self.charge(&event.tenant, to_start.len());
+        }
         to_start
+    }
+
+    /// The fair scheduler's accounting of a start.
+    fn charge(&mut self, tenant: &str, pods: usize) {
+        self.fair.started(&self.rules.policy, tenant, pods);
+        let waiting: HashSet<&str> = self
+            .queue
+            .iter()
+            .filter_map(|w| match w {
+                Waiting::Up(e, _) => Some(e.tenant.as_str()),
+                Waiting::Down { .. } => None,
+            })
+            .collect();
+        if waiting.is_empty() {
+            self.fair.idle();
+        } else {
+            self.fair.forget_idle(|t| waiting.contains(t));
+        }
     }
 
     /// Records a worker the shell just started.
@@ -406,14 +573,31 @@ impl<H: Clone, R> Ledger<H, R> {
             WorkerStart::Resume(r) => (r.settled, None, false, r.observation.clone(), r.cancelled),
             WorkerStart::CancelledBeforeCreation => (false, None, true, None, true),
         };
-        let template = match start {
-            WorkerStart::Create { pod, .. } => pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(crate::pods::ANNOTATION_TEMPLATE))
-                .cloned(),
-            _ => None,
+        // From the pod it builds, else the latest view of its pod.
+        let (template, priority, tenant) = match start {
+            WorkerStart::Create { pod, .. } => {
+                let annotation = |key: &str| {
+                    pod.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(key))
+                        .cloned()
+                };
+                (
+                    annotation(crate::pods::ANNOTATION_TEMPLATE),
+                    annotation(crate::pods::ANNOTATION_PRIORITY),
+                    annotation(crate::pods::ANNOTATION_TENANT),
+                )
+            }
+            WorkerStart::Resume(r) => {
+                let obs = r.observation.as_ref();
+                (
+                    None,
+                    obs.and_then(|o| o.priority.clone()),
+                    obs.and_then(|o| o.tenant.clone()),
+                )
+            }
+            WorkerStart::CancelledBeforeCreation => (None, None, None),
         };
         self.by_event
             .entry(identity.event_id.clone())
@@ -437,6 +621,8 @@ impl<H: Clone, R> Ledger<H, R> {
                 reported: None,
                 cancelled,
                 template,
+                priority,
+                tenant,
             },
         );
     }
@@ -497,6 +683,9 @@ impl<H: Clone, R> Ledger<H, R> {
         };
         let mut left = pod_count.map_or(usize::MAX, |c| c as usize);
         let mut plan = DownPlan::default();
+        // Only scale_ups before it in the stream: a later one is not its to cancel (a
+        // scale_down that waited for the first list may have later scale_ups behind it).
+        let down_order = scheduler::stream_order(&event.event_id).unwrap_or(u64::MAX);
         // Queued scale_ups of the task, newest first: they never ran.
         let queued: Vec<(usize, String, u32)> = self
             .queue
@@ -504,10 +693,12 @@ impl<H: Clone, R> Ledger<H, R> {
             .enumerate()
             .rev()
             .filter_map(|(i, w)| match w {
-                Waiting::Up(up) if up.task_id == event.task_id => match up.kind {
-                    ScaleKind::Up { pod_count } => Some((i, up.event_id.clone(), pod_count)),
-                    ScaleKind::Down { .. } => None,
-                },
+                Waiting::Up(up, q) if up.task_id == event.task_id && q.order < down_order => {
+                    match up.kind {
+                        ScaleKind::Up { pod_count } => Some((i, up.event_id.clone(), pod_count)),
+                        ScaleKind::Down { .. } => None,
+                    }
+                }
                 _ => None,
             })
             .collect();
@@ -769,7 +960,7 @@ impl<H: Clone, R> Ledger<H, R> {
         for waiting in self.queue.drain(..) {
             match waiting {
                 Waiting::Down { responder, .. } => refused.push(responder),
-                Waiting::Up(event) => {
+                Waiting::Up(event, _) => {
                     if let Some(p) = self.events.remove(&event.event_id) {
                         refused.extend(p.responders);
                     }

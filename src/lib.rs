@@ -19,6 +19,7 @@
 //! - [`ledger`]: the Supervisor's books: workers, events, queue, restarts (pure).
 //! - [`lifecycle`]: one worker's state machine: inputs in, actions out (pure).
 //! - [`outcome`]: outcome rules and scale_down selection (pure).
+//! - [`scheduler`]: which waiting scale_up starts next: priorities, tenants, caps (pure).
 //! - [`startup`]: queue wait and pod start-up timings (pure).
 //! - [`retry`]: backoff with jitter and error classification.
 //! - [`settings`]: configuration, loaded once and validated at start.
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod pods;
 pub mod retry;
+pub mod scheduler;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

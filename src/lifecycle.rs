@@ -191,6 +191,8 @@ pub struct Resume {
 pub struct StartRecord {
     /// The pod's `ottoscaler.io/template` annotation.
     pub template: Option<String>,
+    /// The pod's `ottoscaler.io/priority` annotation.
+    pub priority: Option<String>,
     /// Event entry added (XADD) -> pod first seen Running; `None` when the entry id
     /// gives no usable time.
     pub queue_wait: Option<Duration>,
@@ -586,6 +588,7 @@ impl Lifecycle {
                 self.start_recorded = true;
                 actions.push(Action::RecordStart(Box::new(StartRecord {
                     template: obs.template.clone(),
+                    priority: obs.priority.clone(),
                     queue_wait: startup::queue_wait(&self.identity.event_id, clock.wall),
                     split: startup::startup_split(obs),
                 })));

@@ -4,7 +4,7 @@
 //! (the metric types are atomics or locked inside), so actors and the Kubernetes client
 //! layer record without coordination.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -95,12 +95,40 @@ struct ResultLabels {
 const KUBE_EVENT_RESULTS: [&str; 3] = ["published", "failed", "dropped"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabels {
+    priority: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShareLabels {
+    priority: String,
+    tenant: String,
+}
+
+/// The `tenant` label of the tenants outside the top `scheduling.metrics_tenants`.
+pub const OTHER_TENANTS: &str = "other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
 
 /// A histogram per template, all with the same buckets.
 type TemplateHistograms = Family<TemplateLabels, Histogram, fn() -> Histogram>;
+
+/// The `top` tenants with the most waiting events and workers together (ties: by name),
+/// so that the tenant label stays a bounded set however many tenants there are.
+pub fn top_tenants(counts: [&BTreeMap<(String, String), usize>; 2], top: usize) -> BTreeSet<&str> {
+    let mut totals: HashMap<&str, usize> = HashMap::new();
+    for map in counts {
+        for ((_, tenant), n) in map {
+            *totals.entry(tenant.as_str()).or_insert(0) += n;
+        }
+    }
+    let mut ranked: Vec<(&str, usize)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked.into_iter().take(top).map(|(t, _)| t).collect()
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KubeLabels {
@@ -132,6 +160,12 @@ pub struct Metrics {
     leader: Gauge,
     leader_transitions: Counter,
     lease_errors: Counter,
+    queue_wait_by_priority: Family<PriorityLabels, Histogram, fn() -> Histogram>,
+    waiting_events: Family<ShareLabels, Gauge>,
+    workers_by_tenant: Family<ShareLabels, Gauge>,
+    /// The configured priority classes: the `priority` label takes only these values and
+    /// `unknown`.
+    priorities: BTreeSet<String>,
     /// The configured template names: the `template` label takes only these values and
     /// [`UNKNOWN_TEMPLATE`].
     templates: BTreeSet<String>,
@@ -178,6 +212,10 @@ impl Metrics {
         let leader = Gauge::default();
         let leader_transitions = Counter::default();
         let lease_errors = Counter::default();
+        let queue_wait_by_priority: Family<PriorityLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(QUEUE_WAIT_BUCKETS));
+        let waiting_events = Family::<ShareLabels, Gauge>::default();
+        let workers_by_tenant = Family::<ShareLabels, Gauge>::default();
 
         registry.register(
             "events",
@@ -300,6 +338,24 @@ impl Metrics {
             "Failed Lease requests (get, create, replace)",
             lease_errors.clone(),
         );
+        registry.register_with_unit(
+            "queue_wait_by_priority",
+            "ottoscaler_queue_wait_seconds by the event's priority class",
+            Unit::Seconds,
+            queue_wait_by_priority.clone(),
+        );
+        registry.register(
+            "waiting_events",
+            "scale_up events read and waiting for capacity, by priority class and tenant (the \
+             top scheduling.metrics_tenants tenants; the rest as tenant=\"other\")",
+            waiting_events.clone(),
+        );
+        registry.register(
+            "tenant_workers",
+            "Workers alive, by priority class and tenant (the top scheduling.metrics_tenants \
+             tenants; the rest as tenant=\"other\"; \"unknown\" for pods without the annotations)",
+            workers_by_tenant.clone(),
+        );
         stream_lag.set(-1);
         build_info
             .get_or_create(&BuildLabels {
@@ -366,8 +422,65 @@ impl Metrics {
             leader,
             leader_transitions,
             lease_errors,
+            queue_wait_by_priority,
+            waiting_events,
+            workers_by_tenant,
+            priorities: BTreeSet::new(),
             templates,
         }
+    }
+
+    /// The configured priority classes: the `priority` label's values, each exported at
+    /// 0 from the start.
+    pub fn with_priorities<'a>(mut self, priorities: impl IntoIterator<Item = &'a str>) -> Self {
+        self.priorities = priorities.into_iter().map(String::from).collect();
+        for p in &self.priorities {
+            let _ = self
+                .queue_wait_by_priority
+                .get_or_create_owned(&PriorityLabels {
+                    priority: p.clone(),
+                });
+        }
+        self
+    }
+
+    /// Replaces the waiting-events and workers gauges: `waiting` and `workers` count by
+    /// (priority class, tenant); only the `top` tenants with the most of both keep their
+    /// name, the others are summed as [`OTHER_TENANTS`].
+    pub fn set_shares(
+        &self,
+        waiting: &BTreeMap<(String, String), usize>,
+        workers: &BTreeMap<(String, String), usize>,
+        top: usize,
+    ) {
+        let named = top_tenants([waiting, workers], top);
+        for (family, counts) in [
+            (&self.waiting_events, waiting),
+            (&self.workers_by_tenant, workers),
+        ] {
+            family.clear();
+            for ((priority, tenant), n) in counts {
+                let tenant = if named.contains(tenant.as_str()) {
+                    tenant.clone()
+                } else {
+                    OTHER_TENANTS.to_string()
+                };
+                let labels = ShareLabels {
+                    priority: self.priority_label(Some(priority)),
+                    tenant,
+                };
+                family
+                    .get_or_create(&labels)
+                    .inc_by(i64::try_from(*n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn priority_label(&self, priority: Option<&str>) -> String {
+        priority
+            .filter(|p| self.priorities.contains(*p))
+            .unwrap_or(UNKNOWN_TEMPLATE)
+            .to_string()
     }
 
     /// The `template` label for `template`: a configured name, else `unknown`, so a pod's
@@ -385,10 +498,19 @@ impl Metrics {
     pub fn pod_started(
         &self,
         template: Option<&str>,
+        priority: Option<&str>,
         queue_wait: Option<Duration>,
         scheduling: Option<Duration>,
         starting: Option<Duration>,
     ) {
+        if let Some(wait) = queue_wait {
+            let labels = PriorityLabels {
+                priority: self.priority_label(priority),
+            };
+            self.queue_wait_by_priority
+                .get_or_create(&labels)
+                .observe(wait.as_secs_f64());
+        }
         let labels = self.template_labels(template);
         for (family, value) in [
             (&self.queue_wait, queue_wait),
@@ -618,12 +740,19 @@ mod tests {
         }
         m.pod_started(
             Some("gpu"),
+            None,
             Some(Duration::from_secs(3)),
             Some(Duration::from_secs(1)),
             None,
         );
-        m.pod_started(Some("made-up"), None, None, Some(Duration::from_secs(2)));
-        m.pod_started(None, Some(Duration::from_millis(200)), None, None);
+        m.pod_started(
+            Some("made-up"),
+            None,
+            None,
+            None,
+            Some(Duration::from_secs(2)),
+        );
+        m.pod_started(None, None, Some(Duration::from_millis(200)), None, None);
         m.worker_finished("failed", Some("made-up"), Duration::from_secs(1));
         m.worker_finished("succeeded", Some("gpu"), Duration::from_secs(1));
         let text = m.encode();
@@ -638,6 +767,7 @@ mod tests {
             r#"ottoscaler_workers_finished_total{outcome="succeeded",template="gpu"} 1"#,
             r#"ottoscaler_workers_finished_total{outcome="cancelled",template="gpu"} 0"#,
             r#"ottoscaler_workers_finished_total{outcome="cancelled",template="default"} 0"#,
+            r#"ottoscaler_queue_wait_by_priority_seconds_count{priority="unknown"} 2"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -678,5 +808,57 @@ mod tests {
     fn metrics_can_be_shared_between_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Metrics>();
+    }
+
+    #[test]
+    fn queue_wait_by_priority_has_a_series_per_class_from_the_start() {
+        let m = Metrics::new().with_priorities(["high", "normal"]);
+        m.pod_started(None, Some("high"), Some(Duration::from_secs(2)), None, None);
+        m.pod_started(
+            None,
+            Some("made-up"),
+            Some(Duration::from_secs(1)),
+            None,
+            None,
+        );
+        let text = m.encode();
+        for line in [
+            r#"ottoscaler_queue_wait_by_priority_seconds_count{priority="high"} 1"#,
+            r#"ottoscaler_queue_wait_by_priority_seconds_count{priority="normal"} 0"#,
+            r#"ottoscaler_queue_wait_by_priority_seconds_count{priority="unknown"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn tenants_beyond_the_top_share_the_other_label_and_old_series_go() {
+        let m = Metrics::new().with_priorities(["normal"]);
+        let key = |t: &str| ("normal".to_string(), t.to_string());
+        let waiting = BTreeMap::from([(key("big"), 300), (key("mid"), 20), (key("tiny"), 1)]);
+        let workers = BTreeMap::from([(key("tiny"), 1), (key("small"), 1)]);
+        m.set_shares(&waiting, &workers, 2);
+        let text = m.encode();
+        for line in [
+            r#"ottoscaler_waiting_events{priority="normal",tenant="big"} 300"#,
+            r#"ottoscaler_waiting_events{priority="normal",tenant="mid"} 20"#,
+            r#"ottoscaler_waiting_events{priority="normal",tenant="other"} 1"#,
+            r#"ottoscaler_tenant_workers{priority="normal",tenant="other"} 2"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // When the queue drains, its series go rather than sticking at their last value.
+        m.set_shares(&BTreeMap::new(), &workers, 2);
+        assert!(
+            !m.encode().contains("ottoscaler_waiting_events{"),
+            "{}",
+            m.encode()
+        );
     }
 }

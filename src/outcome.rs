@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::messages::{Outcome, PodObservation, PodPhase, Terminated};
 use crate::pods::{
-    ANNOTATION_CREATED_AT, ANNOTATION_EVENT_ID, ANNOTATION_TEMPLATE, LABEL_TASK_ID,
-    LABEL_WORKER_INDEX, WORKER_CONTAINER,
+    ANNOTATION_CREATED_AT, ANNOTATION_EVENT_ID, ANNOTATION_PRIORITY, ANNOTATION_TEMPLATE,
+    ANNOTATION_TENANT, LABEL_TASK_ID, LABEL_WORKER_INDEX, WORKER_CONTAINER,
 };
 
 /// Container waiting reasons that mean the pod will not start by itself.
@@ -40,6 +40,7 @@ fn clip(s: &str, max: usize) -> String {
 pub fn observe(pod: &Pod) -> PodObservation {
     let meta = &pod.metadata;
     let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).cloned();
+    let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).cloned();
     let status = pod.status.as_ref();
     let phase = match status.and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => PodPhase::Pending,
@@ -116,11 +117,9 @@ pub fn observe(pod: &Pod) -> PodObservation {
         started_at: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
         scheduled_at: transition_to_true("PodScheduled"),
         container_started_at,
-        template: meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_TEMPLATE))
-            .cloned(),
+        template: annotation(ANNOTATION_TEMPLATE),
+        priority: annotation(ANNOTATION_PRIORITY),
+        tenant: annotation(ANNOTATION_TENANT),
         deleting: meta.deletion_timestamp.is_some(),
     }
 }

@@ -27,6 +27,10 @@ pub const ANNOTATION_CREATED_AT: &str = "ottoscaler.io/created-at";
 pub const ANNOTATION_METADATA: &str = "ottoscaler.io/metadata";
 /// The pod template a pod was built from (an annotation: template names are free text).
 pub const ANNOTATION_TEMPLATE: &str = "ottoscaler.io/template";
+/// The priority class of the pod's event (an annotation: class names are free text).
+pub const ANNOTATION_PRIORITY: &str = "ottoscaler.io/priority";
+/// The tenant of the pod's event (an annotation: tenants are free text).
+pub const ANNOTATION_TENANT: &str = "ottoscaler.io/tenant";
 /// The name of the container every worker pod runs its agent in.
 pub const WORKER_CONTAINER: &str = "worker";
 
@@ -302,6 +306,19 @@ pub fn build_pod(
         },
         spec: Some(spec),
         status: None,
+    }
+}
+
+/// Marks `pod` with its event's priority class and tenant (annotations), and sets the
+/// class's `priorityClassName`, if it has one, over the template's.
+pub fn place(pod: &mut Pod, priority: &str, tenant: &str, priority_class_name: Option<&str>) {
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(ANNOTATION_PRIORITY.to_string(), priority.to_string());
+    annotations.insert(ANNOTATION_TENANT.to_string(), tenant.to_string());
+    if let (Some(name), Some(spec)) = (priority_class_name, pod.spec.as_mut()) {
+        spec.priority_class_name = Some(name.to_string());
+        // The API server derives the number from the class; a template's would conflict.
+        spec.priority = None;
     }
 }
 
@@ -658,5 +675,37 @@ mod tests {
             "{err}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn placing_a_pod_records_its_class_and_tenant_and_sets_the_classs_priority_class() {
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                priority_class_name: Some("from-template".into()),
+                priority: Some(5),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        place(&mut pod, "normal", "team-a", None);
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.priority_class_name.as_deref(), Some("from-template"));
+        let annotations = pod.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(
+            annotations.get(ANNOTATION_PRIORITY).map(String::as_str),
+            Some("normal")
+        );
+        assert_eq!(
+            annotations.get(ANNOTATION_TENANT).map(String::as_str),
+            Some("team-a")
+        );
+
+        place(&mut pod, "high", "team-a", Some("otto-high"));
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.priority_class_name.as_deref(), Some("otto-high"));
+        assert_eq!(
+            spec.priority, None,
+            "the API server derives it from the class"
+        );
     }
 }

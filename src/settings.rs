@@ -16,6 +16,7 @@
 
 mod ha;
 mod redact;
+mod scheduling;
 mod sources;
 mod telemetry;
 #[cfg(test)]
@@ -30,6 +31,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use ha::HaSettings;
+pub use scheduling::{
+    DEFAULT_PRIORITY, PriorityClassSettings, SchedulingPolicy, SchedulingSettings,
+    default_priorities,
+};
 pub use sources::{UnknownVariable, unknown_variables};
 pub use telemetry::TelemetrySettings;
 pub use validate::ConfigError;
@@ -53,6 +58,11 @@ pub struct Settings {
     pub ha: HaSettings,
     /// Optional OTLP trace export; off unless `telemetry.otlp_endpoint` is set.
     pub telemetry: TelemetrySettings,
+    /// Who goes first when capacity is short.
+    pub scheduling: SchedulingSettings,
+    /// Named priority classes an event's `priority` field may name; `normal` always
+    /// exists (built in, overridable).
+    pub priorities: BTreeMap<String, PriorityClassSettings>,
     /// Named pod templates; `default` always exists (built in, overridable).
     pub templates: BTreeMap<String, TemplateSettings>,
 }
@@ -136,6 +146,12 @@ pub struct LimitSettings {
     /// for quota waits up to that long). Waiting for capacity does not count. Default `10m`.
     #[serde(with = "humantime_serde")]
     pub settle_timeout: Duration,
+    /// Events read ahead of capacity at most, waiting (pending, unacknowledged) for a
+    /// slot so the scheduler can choose among them; 0 reads only what fits now.
+    /// Default 1000.
+    pub max_waiting_events: u32,
+    /// Workers one task may have alive at once; 0: no cap but `max_workers`. Default 0.
+    pub max_workers_per_task: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +209,9 @@ pub struct TemplateSettings {
     pub image_pull_secrets: Vec<String>,
     /// `priorityClassName` of the pod; empty: the cluster's default priority.
     pub priority_class_name: String,
+    /// Workers of this template alive at once; 0: no cap but `limits.max_workers`.
+    /// Default 0.
+    pub max_workers: u32,
     /// A PodSpec in YAML; when set, the keys above except labels/annotations must stay
     /// unset (they go in the file) and its first container becomes `worker`.
     pub pod_spec_file: Option<String>,
@@ -233,6 +252,8 @@ impl Default for Settings {
             http: HttpSettings::default(),
             ha: HaSettings::default(),
             telemetry: TelemetrySettings::default(),
+            scheduling: SchedulingSettings::default(),
+            priorities: default_priorities(),
             templates: BTreeMap::from([(
                 DEFAULT_TEMPLATE.to_string(),
                 TemplateSettings::builtin_default(),
@@ -314,6 +335,8 @@ impl Default for LimitSettings {
             max_workers: 200,
             max_pods_per_event: 50,
             settle_timeout: Duration::from_secs(600),
+            max_waiting_events: 1000,
+            max_workers_per_task: 0,
         }
     }
 }

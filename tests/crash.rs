@@ -97,14 +97,7 @@ fn start_instance(settings: &Settings, crash: Option<Arc<AtomicBool>>) {
         .recipient(),
         None => supervisor_addr.clone().recipient(),
     };
-    let limits = EventLimits {
-        max_pods_per_event: settings.limits.max_pods_per_event,
-        templates: settings
-            .template_names()
-            .into_iter()
-            .map(String::from)
-            .collect(),
-    };
+    let limits = EventLimits::from_settings(settings);
     let reader = RedisReader::new(
         ReaderConfig::from_settings(&settings.redis, settings.consumer_name()),
         events,
@@ -123,6 +116,7 @@ fn start_instance(settings: &Settings, crash: Option<Arc<AtomicBool>>) {
         restart_backoff: ::ottoscaler::retry::Backoff::RESTART,
         results: publisher.recipient(),
         pending_checker: Some(reader.recipient()),
+        rules: ::ottoscaler::scheduler::Rules::from_settings(settings),
         metrics,
     }));
     PodWatcher::new(pods, supervisor.recipient()).start();

@@ -129,6 +129,7 @@ impl Handler<GetStatus> for Recorder {
         MessageResult(SupervisorStatus {
             ready: true,
             free_slots: r.free_slots,
+            room: r.free_slots,
             ..SupervisorStatus::default()
         })
     }
@@ -165,6 +166,7 @@ fn limits() -> EventLimits {
     EventLimits {
         max_pods_per_event: 50,
         templates: vec!["default".into()],
+        ..EventLimits::default()
     }
 }
 

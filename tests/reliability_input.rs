@@ -44,6 +44,7 @@ fn limits() -> EventLimits {
     EventLimits {
         max_pods_per_event: MAX_PODS,
         templates: TEMPLATES.iter().map(|t| t.to_string()).collect(),
+        ..EventLimits::default()
     }
 }
 

@@ -16,9 +16,12 @@
 //! `Err(EventRefused)` leaves it pending so the claim loop retries it. Events of a batch
 //! are dispatched concurrently and answered independently.
 //!
-//! Backpressure: nothing is read or claimed while the Supervisor reports no free slots or
-//! `max_in_flight` events await answers; the reader then re-checks every
-//! [`BACKPRESSURE_WAIT`].
+//! Backpressure: nothing is read or claimed while the Supervisor reports no room (free
+//! slots plus `limits.max_waiting_events` of read-ahead, which its scheduler chooses
+//! among) or `max_in_flight` events await answers; the reader then re-checks every
+//! [`BACKPRESSURE_WAIT`]. Events read ahead stay pending and unacknowledged until
+//! their pods exist; the claim loop touches them (XCLAIM JUSTID: idle time reset,
+//! delivery count unchanged) so no one claims them and waiting costs no delivery.
 //!
 //! Nothing is ever lost on a Redis failure: what was not acked is still pending, and is
 //! read again by the pending-first read after the reconnect (or claimed). Nothing is

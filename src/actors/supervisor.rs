@@ -28,8 +28,9 @@ use crate::messages::supervisor::{
 use crate::messages::worker::{Cancel, DeleteAllowed, PodUpdate, Resync};
 use crate::messages::{PodObservation, PodWatchEvent, PublishError, ScaleEvent, WorkerFinished};
 use crate::metrics::Metrics;
-use crate::pods::{PodTemplate, WorkerIdentity, build_pod};
+use crate::pods::{PodTemplate, WorkerIdentity, build_pod, place};
 use crate::retry::Backoff;
+use crate::scheduler::Rules;
 
 pub use crate::ledger::MAX_RESTARTS;
 
@@ -41,6 +42,10 @@ const PENDING_RECHECK: Duration = Duration::from_secs(2);
 /// backoff cap), so it stays not ready; a recovered but quiet watch is ready again
 /// after this hold.
 const WATCH_FAILURE_HOLD: Duration = Duration::from_secs(75);
+
+/// How often the gauges of waiting events and workers by priority and tenant are
+/// refreshed from the books (cheap: one pass over the queue and the workers).
+const SHARES_PERIOD: Duration = Duration::from_secs(2);
 
 type Answer = Result<EventAccepted, EventRefused>;
 type Responder = oneshot::Sender<Answer>;
@@ -61,6 +66,8 @@ pub struct SupervisorConfig {
     pub restart_backoff: Backoff,
     /// Where results go (the results publisher, or a test collector).
     pub results: Recipient<WorkerFinished>,
+    /// Scheduling: the policy, the caps, the classes' PriorityClasses, the read-ahead.
+    pub rules: Rules,
     /// Asks whether an adopted pod's event is still pending in the stream; without one
     /// (actor tests without Redis) adopted events count as acknowledged.
     pub pending_checker: Option<Recipient<IsEventPending>>,
@@ -84,7 +91,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(config: SupervisorConfig) -> Self {
-        let ledger = Ledger::new(config.max_workers);
+        let ledger = Ledger::with_rules(config.max_workers, config.rules.clone());
         Self {
             config,
             ledger,
@@ -187,8 +194,20 @@ impl Supervisor {
                 return;
             };
             let built_at = jiff::Timestamp::now();
+            let priority_class = self
+                .config
+                .rules
+                .priority_class_names
+                .get(&event.priority)
+                .cloned();
             for identity in &to_start {
-                let pod = build_pod(&template, identity, &event.metadata, built_at);
+                let mut pod = build_pod(&template, identity, &event.metadata, built_at);
+                place(
+                    &mut pod,
+                    &event.priority,
+                    &event.tenant,
+                    priority_class.as_deref(),
+                );
                 let start = WorkerStart::Create {
                     pod: Arc::new(pod),
                     read_at: event.read_at,
@@ -414,8 +433,23 @@ impl Supervisor {
                 .is_some_and(|at| at.elapsed() >= WATCH_FAILURE_HOLD)
     }
 
+    /// The waiting-events and workers gauges by priority and tenant.
+    fn update_shares(&self) {
+        let census = self.ledger.census();
+        self.config.metrics.set_shares(
+            &census.waiting,
+            &census.workers,
+            self.config.rules.metrics_tenants,
+        );
+    }
+
     fn status(&self) -> SupervisorStatus {
         let queued = self.ledger.queued_ups();
+        let free_now = if queued == 0 {
+            self.ledger.free_slots()
+        } else {
+            0
+        };
         SupervisorStatus {
             ready: self.ledger.synced && !self.ledger.stopping && self.watch_healthy(),
             synced: self.ledger.synced,
@@ -428,6 +462,8 @@ impl Supervisor {
                 0
             },
             queued_events: queued,
+            // What fits now, plus the read-ahead the scheduler chooses among.
+            room: free_now + self.config.rules.max_waiting_events.saturating_sub(queued),
             restarts: self.ledger.restarts_total,
         }
     }
@@ -455,6 +491,7 @@ impl Actor for Supervisor {
         // The mailbox keeps actix's default capacity: `send`s wait for room (backpressure)
         // and the watch's `do_send`s are never refused.
         self.links = Some(links_to(ctx));
+        ctx.run_interval(SHARES_PERIOD, |act, _| act.update_shares());
         info!(
             max_workers = self.config.max_workers,
             "supervisor started; waiting for the first pod list"
@@ -478,6 +515,8 @@ impl Handler<ScaleEvent> for Supervisor {
                     queued = self.ledger.queue_len(),
                     "event waits for free slots or the first pod list"
                 );
+                // It may fit where the events ahead of it are capped.
+                self.drain_queue(ctx);
             }
             Admission::Joined => {}
         }

@@ -260,6 +260,7 @@ impl WorkerPodActor {
                 }
                 Action::RecordStart(start) => self.env.metrics.pod_started(
                     start.template.as_deref(),
+                    start.priority.as_deref(),
                     start.queue_wait,
                     start.split.scheduling,
                     start.split.starting,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::messages::{PodObservation, PodPhase, ScaleEvent, ScaleKind};
+use crate::scheduler::Rules;
 
 type Books = Ledger<u32, &'static str>;
 
@@ -15,6 +16,8 @@ fn up(event_id: &str, task: &str, pod_count: u32) -> ScaleEvent {
         kind: ScaleKind::Up { pod_count },
         task_id: task.into(),
         template: "default".into(),
+        priority: "normal".into(),
+        tenant: task.into(),
         metadata: Default::default(),
         timestamp: None,
         trace: None,
@@ -154,21 +157,31 @@ fn a_scale_down_before_the_first_list_waits_for_it_in_order() {
         books.admit(down("2-0", "t", None), "down"),
         Admission::Queued
     ));
+    assert!(matches!(
+        books.admit(up("3-0", "t", 1), "later up"),
+        Admission::Queued
+    ));
     books.relisting();
     books.list_done();
-    let Some(Ready::Up(event)) = books.next_ready() else {
-        panic!("the scale_up first");
-    };
-    let pods = spawn_all(&mut books, &event);
+    // The scale_down goes first: it takes the scale_up before it while still queued (no
+    // pod is ever made for it)...
     let Some(Ready::Down(event, "down")) = books.next_ready() else {
-        panic!("then the scale_down");
+        panic!("the scale_down first");
     };
     let plan = books.scale_down(&event);
-    let mut cancelled = plan.cancel.clone();
+    assert!(plan.cancel.is_empty());
+    let mut cancelled: Vec<String> = plan.cancel_queued.iter().map(|w| w.pod_name()).collect();
     cancelled.sort();
-    let mut expected = pods.clone();
+    let mut expected: Vec<String> = (0..2)
+        .map(|i| crate::pods::pod_name("t", "1-0", i))
+        .collect();
     expected.sort();
     assert_eq!(cancelled, expected);
+    // ...but not the one after it in the stream, which then starts.
+    let Some(Ready::Up(later)) = books.next_ready() else {
+        panic!("the later scale_up starts");
+    };
+    assert_eq!(later.event_id, "3-0");
 }
 
 #[test]
@@ -434,4 +447,201 @@ fn stopping_refuses_every_queued_event() {
     refused.sort();
     assert_eq!(refused, vec!["down", "up"]);
     assert_eq!(books.queue_len(), 0);
+}
+
+// ---- scheduling: caps, fairness, priorities (the rule itself: crate::scheduler) ----
+
+fn books_with(max: usize, rules: Rules) -> Books {
+    let mut books = Books::with_rules(max, rules);
+    books.relisting();
+    books.list_done();
+    books
+}
+
+/// A create of a pod built from `template` for `event`'s class and tenant.
+fn create_placed(template: &str, event: &ScaleEvent) -> WorkerStart {
+    let annotations = [
+        (crate::pods::ANNOTATION_TEMPLATE, template),
+        (crate::pods::ANNOTATION_PRIORITY, event.priority.as_str()),
+        (crate::pods::ANNOTATION_TENANT, event.tenant.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut pod = k8s_openapi::api::core::v1::Pod::default();
+    pod.metadata.annotations = Some(annotations);
+    WorkerStart::Create {
+        pod: Arc::new(pod),
+        read_at: Instant::now(),
+        built_at: jiff::Timestamp::now(),
+        trace: None,
+    }
+}
+
+fn start_placed(books: &mut Books, event: &ScaleEvent) -> Vec<String> {
+    books
+        .start_up(event)
+        .into_iter()
+        .map(|id| {
+            let name = id.pod_name();
+            books.add_worker(id, 0, &create_placed(&event.template, event));
+            name
+        })
+        .collect()
+}
+
+fn of(mut event: ScaleEvent, tenant: &str, template: &str) -> ScaleEvent {
+    event.tenant = tenant.into();
+    event.template = template.into();
+    event
+}
+
+fn next_up(books: &mut Books) -> Option<ScaleEvent> {
+    match books.next_ready() {
+        Some(Ready::Up(e)) => Some(e),
+        Some(Ready::Down(e, _)) => panic!("unexpected scale_down {}", e.event_id),
+        None => None,
+    }
+}
+
+#[test]
+fn a_tenant_behind_a_flood_starts_at_the_next_free_slot() {
+    let mut books = books_with(2, Rules::default());
+    for n in 1..=2 {
+        let e = of(up(&format!("{n}-0"), "a1", 1), "a", "default");
+        let Admission::StartUp(e) = books.admit(e, "a") else {
+            panic!("fits");
+        };
+        start_placed(&mut books, &e);
+    }
+    for n in 3..=20 {
+        let e = of(up(&format!("{n}-0"), "a1", 1), "a", "default");
+        assert!(matches!(books.admit(e, "a"), Admission::Queued));
+    }
+    let b = of(up("21-0", "b1", 1), "b", "default");
+    assert!(matches!(books.admit(b, "b"), Admission::Queued));
+    assert!(next_up(&mut books).is_none(), "full");
+    // One worker goes: the next slot is B's, not the 18 of A before it in the stream.
+    books.remove(&crate::pods::pod_name("a1", "1-0", 0));
+    let next = next_up(&mut books).expect("a slot freed");
+    assert_eq!(next.tenant, "b");
+    start_placed(&mut books, &next);
+    // The census sees A's 18 waiting and each tenant's worker.
+    let census = books.census();
+    let key = |t: &str| ("normal".to_string(), t.to_string());
+    assert_eq!(census.waiting.get(&key("a")), Some(&18));
+    assert_eq!(census.workers.get(&key("a")), Some(&1));
+    assert_eq!(census.workers.get(&key("b")), Some(&1));
+}
+
+#[test]
+fn fifo_keeps_stream_order_across_tenants() {
+    let rules = Rules {
+        policy: crate::scheduler::Policy::single_class(crate::scheduler::PolicyKind::Fifo),
+        ..Rules::default()
+    };
+    let mut books = books_with(1, rules);
+    let first = of(up("1-0", "a1", 1), "a", "default");
+    let Admission::StartUp(first) = books.admit(first, "a") else {
+        panic!("fits");
+    };
+    start_placed(&mut books, &first);
+    for (n, t) in [(2, "a"), (3, "a"), (4, "b")] {
+        let e = of(up(&format!("{n}-0"), &format!("{t}1"), 1), t, "default");
+        assert!(matches!(books.admit(e, "x"), Admission::Queued));
+    }
+    books.remove(&crate::pods::pod_name("a1", "1-0", 0));
+    assert_eq!(next_up(&mut books).map(|e| e.event_id), Some("2-0".into()));
+}
+
+#[test]
+fn a_template_at_its_cap_holds_only_its_own_events() {
+    let rules = Rules {
+        template_caps: [("gpu".to_string(), 1)].into(),
+        ..Rules::default()
+    };
+    let mut books = books_with(10, rules);
+    let gpu = of(up("1-0", "t", 1), "t", "gpu");
+    let Admission::StartUp(gpu) = books.admit(gpu, "gpu") else {
+        panic!("fits its cap");
+    };
+    let gpu_pods = start_placed(&mut books, &gpu);
+    // The second gpu event waits (cap 1) although 9 slots are free...
+    assert!(matches!(
+        books.admit(of(up("2-0", "t", 1), "t", "gpu"), "gpu2"),
+        Admission::Queued
+    ));
+    assert!(next_up(&mut books).is_none());
+    // ...and holds back nobody: a default event of the same tenant starts at once.
+    assert!(matches!(
+        books.admit(of(up("3-0", "t", 1), "t", "default"), "cpu"),
+        Admission::Queued
+    ));
+    let cpu = next_up(&mut books).expect("not capped");
+    assert_eq!(cpu.event_id, "3-0");
+    start_placed(&mut books, &cpu);
+    books.remove(&gpu_pods[0]);
+    assert_eq!(next_up(&mut books).map(|e| e.event_id), Some("2-0".into()));
+}
+
+#[test]
+fn a_task_at_its_cap_waits_while_other_tasks_start() {
+    let rules = Rules {
+        task_cap: Some(2),
+        ..Rules::default()
+    };
+    let mut books = books_with(10, rules);
+    let Admission::StartUp(first) = books.admit(up("1-0", "busy", 2), "a") else {
+        panic!("fits");
+    };
+    let pods = start_placed(&mut books, &first);
+    assert!(matches!(
+        books.admit(up("2-0", "busy", 1), "b"),
+        Admission::Queued
+    ));
+    assert!(matches!(
+        books.admit(up("3-0", "idle", 1), "c"),
+        Admission::Queued
+    ));
+    assert_eq!(next_up(&mut books).map(|e| e.event_id), Some("3-0".into()));
+    assert!(next_up(&mut books).is_none(), "busy is at its cap");
+    books.remove(&pods[0]);
+    assert_eq!(next_up(&mut books).map(|e| e.event_id), Some("2-0".into()));
+}
+
+#[test]
+fn a_high_priority_event_starts_before_older_low_ones() {
+    let classes = [
+        ("low".to_string(), 1),
+        ("normal".to_string(), 1),
+        ("high".to_string(), 10),
+    ]
+    .into_iter()
+    .collect();
+    let rules = Rules {
+        policy: crate::scheduler::Policy::new(
+            crate::scheduler::PolicyKind::Fair,
+            std::time::Duration::from_secs(600),
+            &classes,
+            &Default::default(),
+        ),
+        ..Rules::default()
+    };
+    let mut books = books_with(1, rules);
+    let mut low = up("1-0", "l", 1);
+    low.priority = "low".into();
+    let Admission::StartUp(low) = books.admit(low, "low") else {
+        panic!("fits");
+    };
+    let pods = start_placed(&mut books, &low);
+    for n in 2..=5 {
+        let mut e = up(&format!("{n}-0"), "l", 1);
+        e.priority = "low".into();
+        assert!(matches!(books.admit(e, "low"), Admission::Queued));
+    }
+    let mut high = up("6-0", "h", 1);
+    high.priority = "high".into();
+    assert!(matches!(books.admit(high, "high"), Admission::Queued));
+    books.remove(&pods[0]);
+    assert_eq!(next_up(&mut books).map(|e| e.event_id), Some("6-0".into()));
 }

@@ -620,6 +620,7 @@ fn the_first_running_view_records_the_start_once() {
         start_of(&actions),
         Some(StartRecord {
             template: Some("gpu".into()),
+            priority: None,
             queue_wait: Some(Duration::from_secs(4)),
             split: StartupSplit {
                 scheduling: Some(Duration::from_secs(1)),

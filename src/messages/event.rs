@@ -60,6 +60,10 @@ pub struct ScaleEvent {
     pub task_id: String,
     /// Name of the configured pod template; `default` when the event names none.
     pub template: String,
+    /// Its priority class: the `priority` field, else `scheduling.default_priority`.
+    pub priority: String,
+    /// Who it is fair to: the metadata field `scheduling.tenant_field`, else the task.
+    pub tenant: String,
     /// Every field that is not a known one; becomes `OTTO_META_<KEY>` env vars.
     pub metadata: BTreeMap<String, String>,
     /// The producer's unix seconds, informational only.
@@ -107,6 +111,18 @@ pub enum EventError {
     TraceParent { value: String, why: String },
     #[error("the entry has no fields (it was trimmed or deleted from the stream)")]
     Empty,
+    #[error(
+        "field `priority` is {value:?}; no priority class of that name is configured (known: {known})"
+    )]
+    UnknownPriority { value: String, known: String },
+    #[error(
+        "field `pod_count` is {pod_count}, more than {key} ({cap}) allows: the event could never fit"
+    )]
+    OverCap {
+        pod_count: u32,
+        key: String,
+        cap: u32,
+    },
 }
 
 /// What validation needs to know from the configuration.
@@ -116,6 +132,47 @@ pub struct EventLimits {
     pub max_pods_per_event: u32,
     /// Names of the configured pod templates.
     pub templates: Vec<String>,
+    /// Names of the configured priority classes (`[priorities]`).
+    pub priorities: Vec<String>,
+    /// The class of an event without `priority` (`scheduling.default_priority`).
+    pub default_priority: String,
+    /// The metadata field naming the tenant (`scheduling.tenant_field`).
+    pub tenant_field: String,
+    /// `templates.<name>.max_workers` of the capped templates.
+    pub template_caps: BTreeMap<String, u32>,
+    /// `limits.max_workers_per_task`, if set.
+    pub task_cap: Option<u32>,
+}
+
+impl Default for EventLimits {
+    /// The defaults of the settings: 50 pods, the `default` template, the `normal` class.
+    fn default() -> Self {
+        EventLimits::from_settings(&crate::settings::Settings::default())
+    }
+}
+
+impl EventLimits {
+    /// What validation needs from `settings`.
+    pub fn from_settings(settings: &crate::settings::Settings) -> EventLimits {
+        EventLimits {
+            max_pods_per_event: settings.limits.max_pods_per_event,
+            templates: settings
+                .template_names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            priorities: settings.priorities.keys().cloned().collect(),
+            default_priority: settings.scheduling.default_priority.clone(),
+            tenant_field: settings.scheduling.tenant_field.clone(),
+            template_caps: settings
+                .templates
+                .iter()
+                .filter(|(_, t)| t.max_workers > 0)
+                .map(|(n, t)| (n.clone(), t.max_workers))
+                .collect(),
+            task_cap: Some(settings.limits.max_workers_per_task).filter(|c| *c > 0),
+        }
+    }
 }
 
 impl ScaleEvent {
@@ -192,6 +249,39 @@ impl ScaleEvent {
             }
             Some(t) => return Err(EventError::UnknownTemplate(truncated(t))),
         };
+        let priority = match known.get("priority") {
+            None => limits.default_priority.clone(),
+            Some(p) if limits.priorities.iter().any(|n| n == p) => p.clone(),
+            Some(p) => {
+                return Err(EventError::UnknownPriority {
+                    value: truncated(p),
+                    known: limits.priorities.join(", "),
+                });
+            }
+        };
+        if let ScaleKind::Up { pod_count } = kind {
+            let caps = [
+                limits
+                    .template_caps
+                    .get(&template)
+                    .map(|cap| (format!("templates.{template}.max_workers"), *cap)),
+                limits
+                    .task_cap
+                    .map(|cap| ("limits.max_workers_per_task".to_string(), cap)),
+            ];
+            if let Some((key, cap)) = caps.into_iter().flatten().find(|(_, cap)| pod_count > *cap) {
+                return Err(EventError::OverCap {
+                    pod_count,
+                    key,
+                    cap,
+                });
+            }
+        }
+        let tenant = metadata
+            .get(&limits.tenant_field)
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .unwrap_or_else(|| task_id.clone());
         let timestamp = known
             .get("timestamp")
             .map(|t| {
@@ -215,12 +305,19 @@ impl ScaleEvent {
             kind,
             task_id: task_id.clone(),
             template,
+            priority,
+            tenant,
             metadata,
             timestamp,
             trace,
             read_at: Instant::now(),
         })
     }
+}
+
+/// Whether `key` is one of the event's own fields (not metadata).
+pub fn is_known_field(key: &str) -> bool {
+    known_field(key).is_some()
 }
 
 /// The known fields, as `'static` names; anything else is metadata.
@@ -232,6 +329,7 @@ fn known_field(key: &str) -> Option<&'static str> {
         "template" => Some("template"),
         "timestamp" => Some("timestamp"),
         "traceparent" => Some("traceparent"),
+        "priority" => Some("priority"),
         _ => None,
     }
 }
@@ -290,7 +388,83 @@ mod tests {
         EventLimits {
             max_pods_per_event: 50,
             templates: vec!["default".into(), "gpu".into()],
+            priorities: vec!["high".into(), "normal".into()],
+            template_caps: BTreeMap::from([("gpu".to_string(), 4)]),
+            ..EventLimits::default()
         }
+    }
+
+    #[test]
+    fn priority_names_a_configured_class_and_defaults_to_the_default_class() {
+        let seed = [("type", "scale_up"), ("pod_count", "1"), ("task_id", "t")];
+        assert_eq!(parse(&seed).expect("valid").priority, "normal");
+        let mut high = seed.to_vec();
+        high.push(("priority", "high"));
+        let e = parse(&high).expect("valid");
+        assert_eq!(e.priority, "high");
+        assert!(e.metadata.is_empty(), "priority is a field, not metadata");
+        let mut unknown = seed.to_vec();
+        unknown.push(("priority", "urgent"));
+        assert_eq!(
+            error_text(&unknown),
+            "field `priority` is \"urgent\"; no priority class of that name is configured (known: high, normal)"
+        );
+    }
+
+    #[test]
+    fn the_tenant_is_the_tenant_field_else_the_task() {
+        let seed = [("type", "scale_up"), ("pod_count", "1"), ("task_id", "t-1")];
+        assert_eq!(parse(&seed).expect("valid").tenant, "t-1");
+        let mut team = seed.to_vec();
+        team.push(("tenant", "team-a"));
+        let e = parse(&team).expect("valid");
+        assert_eq!(e.tenant, "team-a");
+        assert_eq!(
+            e.metadata.get("tenant").map(String::as_str),
+            Some("team-a"),
+            "still metadata"
+        );
+        let mut empty = seed.to_vec();
+        empty.push(("tenant", ""));
+        assert_eq!(parse(&empty).expect("valid").tenant, "t-1");
+    }
+
+    #[test]
+    fn a_scale_up_larger_than_its_template_or_task_cap_is_refused_naming_the_cap() {
+        let gpu = [
+            ("type", "scale_up"),
+            ("pod_count", "5"),
+            ("task_id", "t"),
+            ("template", "gpu"),
+        ];
+        assert_eq!(
+            error_text(&gpu),
+            "field `pod_count` is 5, more than templates.gpu.max_workers (4) allows: the event could never fit"
+        );
+        let task_capped = EventLimits {
+            task_cap: Some(10),
+            ..limits()
+        };
+        let big = fields(&[("type", "scale_up"), ("pod_count", "11"), ("task_id", "t")]);
+        let err = ScaleEvent::from_fields("1-0", &big, &task_capped).map(|e| e.kind);
+        assert!(
+            matches!(&err, Err(e) if e.to_string().contains("limits.max_workers_per_task (10)")),
+            "{err:?}"
+        );
+        let fits = [
+            ("type", "scale_up"),
+            ("pod_count", "4"),
+            ("task_id", "t"),
+            ("template", "gpu"),
+        ];
+        assert!(parse(&fits).is_ok());
+        let down = [
+            ("type", "scale_down"),
+            ("pod_count", "40"),
+            ("task_id", "t"),
+            ("template", "gpu"),
+        ];
+        assert!(parse(&down).is_ok(), "a scale_down has no cap");
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {

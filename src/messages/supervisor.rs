@@ -90,6 +90,10 @@ pub struct SupervisorStatus {
     pub free_slots: usize,
     /// scale_up events waiting for free slots.
     pub queued_events: usize,
+    /// Events the Supervisor takes now: the free slots (none while events wait) plus
+    /// what `limits.max_waiting_events` leaves for reading ahead. The reader reads at
+    /// most this many.
+    pub room: usize,
     /// Worker restarts since start.
     pub restarts: u64,
 }

@@ -56,6 +56,10 @@ pub struct PodObservation {
     pub container_started_at: Option<Timestamp>,
     /// `ottoscaler.io/template` annotation: the pod template it was built from.
     pub template: Option<String>,
+    /// `ottoscaler.io/priority` annotation: its event's priority class.
+    pub priority: Option<String>,
+    /// `ottoscaler.io/tenant` annotation: its event's tenant.
+    pub tenant: Option<String>,
     /// `metadata.deletionTimestamp` is set: the pod is being deleted.
     pub deleting: bool,
 }
@@ -79,6 +83,8 @@ impl PodObservation {
             scheduled_at: None,
             container_started_at: None,
             template: None,
+            priority: None,
+            tenant: None,
             deleting: false,
         }
     }

@@ -372,3 +372,49 @@ fn an_empty_consumer_means_the_hostname() {
     let name = Settings::default().consumer_name();
     assert!(!name.is_empty());
 }
+
+#[test]
+fn scheduling_settings_are_validated_naming_the_key() {
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("OTTOSCALER_SCHEDULING__AGING", "0s")], "scheduling.aging"),
+        (&[("OTTOSCALER_SCHEDULING__TENANT_FIELD", "task_id")], "scheduling.tenant_field"),
+        (&[("OTTOSCALER_SCHEDULING__TENANT_FIELD", "a b")], "scheduling.tenant_field"),
+        (&[("OTTOSCALER_SCHEDULING__DEFAULT_PRIORITY", "urgent")], "scheduling.default_priority"),
+        (&[("OTTOSCALER_PRIORITIES__NORMAL__WEIGHT", "0")], "priorities.normal.weight"),
+        (
+            &[("OTTOSCALER_PRIORITIES__NORMAL__PRIORITY_CLASS_NAME", "Not_Valid")],
+            "priorities.normal.priority_class_name",
+        ),
+    ];
+    for (env, key) in cases {
+        match load(None, env) {
+            Err(e) => assert_eq!(e.key(), key, "{env:?}: {e}"),
+            Ok(_) => panic!("{env:?} accepted"),
+        }
+    }
+}
+
+#[test]
+fn priorities_and_caps_load_from_a_file() {
+    let file = TempFile::new(
+        "p.toml",
+        "[scheduling]\ndefault_priority = \"low\"\ntenant_weights = { big = 3 }\n\
+         [priorities.low]\nweight = 1\n[priorities.high]\nweight = 10\npriority_class_name = \"otto-high\"\n\
+         [limits]\nmax_workers_per_task = 4\nmax_waiting_events = 50\n\
+         [templates.gpu]\nimage = \"gpu:1\"\nmax_workers = 2\n",
+    );
+    let settings = load(Some(&file.0), &[]).expect("load");
+    let names: Vec<&str> = settings.priorities.keys().map(String::as_str).collect();
+    assert_eq!(names, ["high", "low", "normal"], "normal stays built in");
+    assert_eq!(settings.priorities["high"].priority_class_name, "otto-high");
+    assert_eq!(settings.scheduling.tenant_weights.get("big"), Some(&3));
+    let rules = crate::scheduler::Rules::from_settings(&settings);
+    assert_eq!(rules.template_caps.get("gpu"), Some(&2));
+    assert_eq!(rules.task_cap, Some(4));
+    assert_eq!(rules.max_waiting_events, 50);
+    assert_eq!(
+        rules.priority_class_names.get("high").map(String::as_str),
+        Some("otto-high")
+    );
+    assert!(rules.policy.level("high") > rules.policy.level("low"));
+}

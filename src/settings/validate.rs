@@ -49,6 +49,8 @@ impl Settings {
             http,
             ha,
             telemetry,
+            scheduling,
+            priorities,
             templates,
         } = self;
         positive("shutdown_timeout", *shutdown_timeout)?;
@@ -138,6 +140,7 @@ impl Settings {
         }
         ha.validate()?;
         telemetry.validate()?;
+        scheduling.validate(priorities)?;
         positive("worker.image_pull_grace", worker.image_pull_grace)?;
         // activeDeadlineSeconds is whole seconds and must be at least 1.
         if worker.run_timeout < Duration::from_secs(1) {
@@ -302,7 +305,7 @@ fn is_label_value(s: &str) -> bool {
 }
 
 /// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-fn is_dns_subdomain(s: &str) -> bool {
+pub(super) fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

@@ -29,6 +29,7 @@ use ::ottoscaler::messages::{PublishError, ScaleEvent, ScaleKind, WorkerFinished
 use ::ottoscaler::metrics::Metrics;
 use ::ottoscaler::pods::{PodTemplate, resolve_templates};
 use ::ottoscaler::retry::Backoff;
+use ::ottoscaler::scheduler::Rules;
 use ::ottoscaler::settings::{Settings, TemplateSettings};
 
 pub const RUN_SECONDS: &str = "kubesim.ottoscaler.dev/run-seconds";
@@ -262,6 +263,7 @@ impl Harness {
             restart_backoff,
             results: collector.recipient(),
             pending_checker: None,
+            rules: Rules::from_settings(&settings),
             metrics: metrics.clone(),
         };
         let supervisor = if standby {
@@ -359,6 +361,8 @@ pub fn scale_up(event_id: &str, task_id: &str, pod_count: u32, template: &str) -
         kind: ScaleKind::Up { pod_count },
         task_id: task_id.into(),
         template: template.into(),
+        priority: "normal".into(),
+        tenant: task_id.into(),
         metadata: BTreeMap::new(),
         timestamp: None,
         trace: None,

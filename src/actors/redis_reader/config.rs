@@ -65,6 +65,13 @@ impl ReaderConfig {
         }
     }
 
+    /// Room in flight for `waiting` more events read ahead of capacity
+    /// (`limits.max_waiting_events`): they await the Supervisor's answer too.
+    pub fn with_read_ahead(mut self, waiting: usize) -> ReaderConfig {
+        self.max_in_flight = DEFAULT_MAX_IN_FLIGHT.saturating_add(waiting);
+        self
+    }
+
     /// How often the claim loop runs: half of `claim_idle`, so an abandoned entry waits
     /// at most 1.5 × `claim_idle`, and in-flight entries are touched well before they
     /// could look abandoned.

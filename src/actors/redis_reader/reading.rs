@@ -184,15 +184,15 @@ impl RedisReader {
     }
 }
 
-/// How many entries the next read may take: `max`, limited by the Supervisor's free
-/// slots and the room for more events in flight. `Some(0)` is backpressure: read
+/// How many entries the next read may take: `max`, limited by the Supervisor's room
+/// (free slots plus its read-ahead) and the room for more events in flight. `Some(0)` is backpressure: read
 /// nothing. `None`: the Supervisor did not report its status, so nothing is read either.
 async fn read_budget(status: &Recipient<GetStatus>, max: usize, room: usize) -> Option<usize> {
     if room == 0 || max == 0 {
         return Some(0);
     }
     match tokio::time::timeout(STATUS_TIMEOUT, status.send(GetStatus)).await {
-        Ok(Ok(s)) => Some(max.min(room).min(s.free_slots)),
+        Ok(Ok(s)) => Some(max.min(room).min(s.room)),
         Ok(Err(e)) => {
             error!(error = %e, "the Supervisor does not answer status requests; not reading");
             None
