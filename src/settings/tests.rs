@@ -376,13 +376,31 @@ fn an_empty_consumer_means_the_hostname() {
 #[test]
 fn scheduling_settings_are_validated_naming_the_key() {
     let cases: [(&[(&str, &str)], &str); 6] = [
-        (&[("OTTOSCALER_SCHEDULING__AGING", "0s")], "scheduling.aging"),
-        (&[("OTTOSCALER_SCHEDULING__TENANT_FIELD", "task_id")], "scheduling.tenant_field"),
-        (&[("OTTOSCALER_SCHEDULING__TENANT_FIELD", "a b")], "scheduling.tenant_field"),
-        (&[("OTTOSCALER_SCHEDULING__DEFAULT_PRIORITY", "urgent")], "scheduling.default_priority"),
-        (&[("OTTOSCALER_PRIORITIES__NORMAL__WEIGHT", "0")], "priorities.normal.weight"),
         (
-            &[("OTTOSCALER_PRIORITIES__NORMAL__PRIORITY_CLASS_NAME", "Not_Valid")],
+            &[("OTTOSCALER_SCHEDULING__AGING", "0s")],
+            "scheduling.aging",
+        ),
+        (
+            &[("OTTOSCALER_SCHEDULING__TENANT_FIELD", "task_id")],
+            "scheduling.tenant_field",
+        ),
+        (
+            &[("OTTOSCALER_SCHEDULING__TENANT_FIELD", "a b")],
+            "scheduling.tenant_field",
+        ),
+        (
+            &[("OTTOSCALER_SCHEDULING__DEFAULT_PRIORITY", "urgent")],
+            "scheduling.default_priority",
+        ),
+        (
+            &[("OTTOSCALER_PRIORITIES__NORMAL__WEIGHT", "0")],
+            "priorities.normal.weight",
+        ),
+        (
+            &[(
+                "OTTOSCALER_PRIORITIES__NORMAL__PRIORITY_CLASS_NAME",
+                "Not_Valid",
+            )],
             "priorities.normal.priority_class_name",
         ),
     ];
