@@ -268,13 +268,12 @@ impl FairState {
         self.finish.retain(|_, f| *f > now);
     }
 
-    /// Forgets tenants that have nothing waiting and owe at most one pod: they would
-    /// start at about the virtual time anyway. Beyond [`MAX_TRACKED`] tenants, idle ones
-    /// are forgotten whatever they owe, so the state stays bounded in a long busy period
-    /// with a new tenant per event (the default tenant is the task).
+    /// Beyond [`MAX_TRACKED`] tenants, forgets those with nothing waiting, whatever they
+    /// owe, so the state stays bounded in a long busy period with a new tenant per event
+    /// (the default tenant is the task). Below it nothing is forgotten early: a tenant
+    /// whose one-pod events each start as they come must keep its tag, or it would start
+    /// afresh every time and outrun a backlogged tenant forever.
     pub fn forget_idle(&mut self, waits: impl Fn(&str) -> bool) {
-        let limit = self.virtual_time.saturating_add(UNIT);
-        self.finish.retain(|t, f| *f > limit || waits(t));
         if self.finish.len() > MAX_TRACKED {
             self.finish.retain(|t, _| waits(t));
         }

@@ -91,7 +91,9 @@ async fn start_up_histograms_count_every_worker_and_stream_gauges_show_the_backl
     let mut ottoscaler = Ottoscaler::start(
         Launch::new(redis.port(), &ns, &dir)
             .config(CONFIG)
-            .consumer("ottoscaler-start-metrics"),
+            .consumer("ottoscaler-start-metrics")
+            // No read-ahead: entries beyond capacity stay unread, so the lag counts them.
+            .env("OTTOSCALER_LIMITS__MAX_WAITING_EVENTS", "0"),
     );
     tokio::task::block_in_place(|| ottoscaler.wait_ready(Duration::from_secs(60)));
 
@@ -177,8 +179,8 @@ async fn start_up_histograms_count_every_worker_and_stream_gauges_show_the_backl
         "oldest pending age {age} for the ghost's entry, {ghost_age:.3}s old"
     );
 
-    // Every slot taken by `long` workers: the next entries are not read, and the lag
-    // counts them.
+    // Every slot taken by `long` workers: the next entries are not read (no read-ahead
+    // here), and the lag counts them.
     xadd(
         port,
         STREAM,
