@@ -26,7 +26,7 @@ use crate::messages::leader::{LeadershipAcquired, ReleaseLease};
 use crate::messages::reader::StopReading;
 use crate::messages::supervisor::{GetStatus, StopIntake};
 use crate::metrics::Metrics;
-use crate::pods::resolve_templates;
+use crate::pods::{PodBuilder, resolve_templates};
 use crate::scheduler::Rules;
 use crate::settings::{KubernetesSettings, Settings};
 
@@ -123,10 +123,16 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         )
         .with_fence(reader_fence.clone())
     });
+    let rules = Rules::from_settings(&settings);
+    let builder = PodBuilder {
+        templates: templates.clone(),
+        priority_class_names: rules.priority_class_names.clone(),
+    };
     let supervisor_config = SupervisorConfig {
         worker_env: Arc::new(
             WorkerEnv::new(pods.clone(), &settings, metrics.clone())
                 .with_fence(fence.clone())
+                .with_builder(builder)
                 .with_events(event_recorder::start(
                     client.clone(),
                     &namespace,
@@ -140,7 +146,7 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
         restart_backoff: crate::retry::Backoff::RESTART,
         results: publisher.recipient(),
         pending_checker: Some(reader.clone().recipient()),
-        rules: Rules::from_settings(&settings),
+        rules,
         metrics: metrics.clone(),
     };
     // A standby Supervisor follows the pod watch but adopts nothing until it leads.

@@ -41,6 +41,8 @@ pub enum WorkerStart {
         read_at: Instant,
         built_at: Timestamp,
         trace: Option<TraceParent>,
+        /// Which attempt of the worker the pod is (1-based; its name says it too).
+        attempt: u32,
     },
     /// Take over the pod as it is.
     Resume(Box<Resume>),
@@ -53,6 +55,9 @@ pub enum WorkerStart {
 pub struct WorkerEntry<H> {
     pub identity: WorkerIdentity,
     pub handle: H,
+    /// Which attempt of the worker runs (1-based): its pod's name says it, and the books
+    /// know the worker by that name.
+    pub attempt: u32,
     /// Which start of the worker runs (stops of older ones are ignored).
     pub incarnation: u32,
     pub restarts: u32,
@@ -207,6 +212,9 @@ pub enum Route {
     Adopt(WorkerIdentity),
     /// Not ours to drive (being deleted, given up, lacking labels, shutting down).
     Ignore(&'static str),
+    /// An earlier attempt's pod, left behind (not being deleted) while the worker of a
+    /// later attempt runs: that worker (known by its pod `worker`) deletes it.
+    Stale { worker: String },
 }
 
 /// The books. See the module docs.
@@ -230,6 +238,8 @@ pub struct Ledger<H, R> {
     fair: FairState,
     /// Pods of workers given up on: the watch must not adopt them again.
     given_up: HashSet<String>,
+    /// Pods of earlier attempts of retried workers: never adopted, forgotten once gone.
+    superseded: HashSet<String>,
     /// Pods seen in the current re-list, while one runs.
     relist: Option<HashSet<String>>,
     /// The first pod list is done: adoption is complete and capacity is known.
@@ -257,6 +267,7 @@ impl<H: Clone, R> Ledger<H, R> {
             acked: HashSet::new(),
             queue: VecDeque::new(),
             given_up: HashSet::new(),
+            superseded: HashSet::new(),
             relist: None,
             synced: false,
             stopping: false,
@@ -556,13 +567,20 @@ impl<H: Clone, R> Ledger<H, R> {
 
     /// Records a worker the shell just started.
     pub fn add_worker(&mut self, identity: WorkerIdentity, handle: H, start: &WorkerStart) {
-        let name: Arc<str> = Arc::from(identity.pod_name());
+        let attempt = match start {
+            WorkerStart::Create { attempt, .. } => *attempt,
+            WorkerStart::Resume(r) => r.observation.as_ref().map_or(r.attempt, |o| o.attempt),
+            WorkerStart::CancelledBeforeCreation => 1,
+        }
+        .max(1);
+        let name: Arc<str> = Arc::from(identity.attempt_pod_name(attempt));
         let (settled, unsent, never_created, last, cancelled) = match start {
             WorkerStart::Create {
                 pod,
                 read_at,
                 built_at,
                 trace,
+                ..
             } => (
                 false,
                 Some((pod.clone(), *read_at, *built_at, *trace)),
@@ -612,6 +630,7 @@ impl<H: Clone, R> Ledger<H, R> {
             WorkerEntry {
                 identity,
                 handle,
+                attempt,
                 incarnation: 0,
                 restarts: 0,
                 settled,
@@ -833,6 +852,7 @@ impl<H: Clone, R> Ledger<H, R> {
         }
         let mut failed = None;
         if restarts > MAX_RESTARTS && entry.reported.is_none() {
+            let entry_attempts = entry.attempt;
             let identity = &entry.identity;
             let result = WorkerFinished {
                 task_id: identity.task_id.clone(),
@@ -845,6 +865,7 @@ impl<H: Clone, R> Ledger<H, R> {
                 duration_ms: 0,
                 finished_at: jiff::Timestamp::now().to_string(),
                 trace_id: None,
+                attempts: entry_attempts,
             };
             entry.reported = Some(result.clone());
             failed = Some(Box::new(result));
@@ -875,6 +896,7 @@ impl<H: Clone, R> Ledger<H, R> {
                     read_at: *read_at,
                     built_at: *built_at,
                     trace: *trace,
+                    attempt: entry.attempt,
                 }
             }
             _ => WorkerStart::Resume(Box::new(Resume {
@@ -883,6 +905,7 @@ impl<H: Clone, R> Ledger<H, R> {
                 cancelled: entry.cancelled,
                 settled: entry.settled,
                 delete_allowed: self.acked.contains(&entry.identity.event_id),
+                attempt: entry.attempt,
             })),
         };
         Some((entry.identity.clone(), start))
@@ -893,6 +916,72 @@ impl<H: Clone, R> Ledger<H, R> {
         if let Some(w) = self.workers.get_mut(pod) {
             w.handle = handle;
         }
+    }
+
+    /// The worker of `previous` moves on to attempt `attempt`, whose pod `create` (built
+    /// at `built_at`) it creates next: the books know it by the new pod's name from now
+    /// on, keep the pod for a restart until its create settles, and never adopt
+    /// `previous` again. Nothing if the worker already moved (the watch showed the new
+    /// pod first: [`Ledger::route`]).
+    pub fn retrying(
+        &mut self,
+        previous: &str,
+        attempt: u32,
+        create: Arc<Pod>,
+        built_at: Timestamp,
+    ) {
+        let Some(name) = create.metadata.name.clone() else {
+            return;
+        };
+        if self.workers.contains_key(previous) {
+            self.rekey(previous, &name);
+        }
+        if let Some(w) = self.workers.get_mut(name.as_str())
+            && w.attempt <= attempt
+        {
+            w.attempt = attempt;
+            if w.last.is_none() {
+                // Not seen yet: the create may still be sent (again, after a restart).
+                let trace = w.unsent.as_ref().and_then(|u| u.3);
+                w.unsent = Some((create, Instant::now(), built_at, trace));
+                w.settled = false;
+            }
+        }
+    }
+
+    /// The worker known as `from` is known as `to` from now on (its next attempt's pod);
+    /// `from` is superseded.
+    fn rekey(&mut self, from: &str, to: &str) {
+        let Some(mut entry) = self.workers.remove(from) else {
+            return;
+        };
+        let name: Arc<str> = Arc::from(to);
+        entry.last = None;
+        entry.unsent = None;
+        for set in [
+            self.by_event.get_mut(&entry.identity.event_id),
+            self.by_task.get_mut(&entry.identity.task_id),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            set.remove(from);
+            set.insert(name.clone());
+        }
+        self.superseded.insert(from.to_string());
+        self.workers.insert(name, entry);
+    }
+
+    /// The live worker of another attempt of `identity`'s worker than `attempt`, if any:
+    /// its pod name.
+    fn other_attempt(&self, identity: &WorkerIdentity, attempt: u32) -> Option<(u32, Arc<str>)> {
+        let last = attempt.max(1) + self.rules.max_disruption_retries + 1;
+        (1..=last).filter(|a| *a != attempt).find_map(|a| {
+            let name = identity.attempt_pod_name(a);
+            self.workers
+                .get_key_value(name.as_str())
+                .map(|(k, _)| (a, k.clone()))
+        })
     }
 
     /// A pod the watch shows: where it goes.
@@ -907,6 +996,9 @@ impl<H: Clone, R> Ledger<H, R> {
         }
         if self.given_up.contains(&obs.name) {
             return Route::Ignore("given up after failing repeatedly");
+        }
+        if self.superseded.contains(&obs.name) {
+            return Route::Ignore("an earlier attempt of a retried worker");
         }
         if obs.deleting {
             // Being deleted and not ours: a worker already reported it and asked for this.
@@ -925,15 +1017,36 @@ impl<H: Clone, R> Ledger<H, R> {
             event_id,
             index,
         };
-        if identity.pod_name() != obs.name {
+        if identity.attempt_pod_name(obs.attempt) != obs.name {
             return Route::Ignore("its name does not match its labels");
         }
-        Route::Adopt(identity)
+        match self.other_attempt(&identity, obs.attempt) {
+            // A later attempt runs: this pod is history (left Failed by an eviction while
+            // ottoscaler was restarting: the later attempt's worker deletes it).
+            Some((other, worker)) if other > obs.attempt => {
+                self.superseded.insert(obs.name.clone());
+                Route::Stale {
+                    worker: worker.to_string(),
+                }
+            }
+            // The worker of an earlier attempt has not met this pod yet (it listed
+            // before it, or its own create of it is in flight): it follows this pod.
+            Some((_, worker)) => {
+                self.rekey(&worker, &obs.name);
+                if let Some(w) = self.workers.get_mut(obs.name.as_str()) {
+                    w.attempt = obs.attempt;
+                    w.last = Some(Arc::clone(obs));
+                }
+                Route::Worker { first_view: true }
+            }
+            None => Route::Adopt(identity),
+        }
     }
 
-    /// A pod was deleted: a given-up one may be forgotten.
+    /// A pod was deleted: a given-up or superseded one may be forgotten.
     pub fn pod_deleted(&mut self, pod: &str) {
         self.given_up.remove(pod);
+        self.superseded.remove(pod);
     }
 
     /// The watch starts a re-list.
@@ -946,6 +1059,9 @@ impl<H: Clone, R> Ledger<H, R> {
     pub fn list_done(&mut self) -> Vec<String> {
         let seen = self.relist.take().unwrap_or_default();
         self.synced = true;
+        // Superseded pods the list no longer shows are gone (their deletion may have
+        // fallen into the gap).
+        self.superseded.retain(|name| seen.contains(name));
         self.workers
             .iter()
             .filter(|(name, w)| w.settled && !w.never_created && !seen.contains(name.as_ref()))

@@ -26,7 +26,7 @@ use jiff::Timestamp;
 
 use crate::messages::{Outcome, PodObservation, PodPhase, WorkerFinished};
 use crate::outcome::{self, Decision, Timing};
-use crate::pods::WorkerIdentity;
+use crate::pods::{Recipe, WorkerIdentity};
 use crate::startup::{self, StartupSplit};
 
 /// Where the worker's pod is, as far as the worker knows.
@@ -45,6 +45,9 @@ pub enum PodState {
     DeleteAccepted,
     /// The pod is gone, or never existed.
     Gone,
+    /// The previous attempt's pod was disrupted: the shell builds the next attempt's pod
+    /// ([`Action::StartAttempt`]), then the worker creates it.
+    Building,
 }
 
 /// Where the worker's result is.
@@ -108,6 +111,13 @@ pub enum Input {
     DeleteAnswered(DeleteAnswer),
     /// A deleted pod has not disappeared for a long time.
     DeleteWatchdog,
+    /// The next attempt's pod is built (at `built_at`): create it.
+    AttemptBuilt {
+        built_at: Timestamp,
+    },
+    /// The next attempt's pod cannot be built (its template is gone, or the disrupted
+    /// pod did not say how it was built).
+    AttemptImpossible(String),
 }
 
 /// What a step asks the shell to do.
@@ -145,6 +155,17 @@ pub enum Action {
     Fail(String),
     /// The pod was first seen Running: record its start-up metrics.
     RecordStart(Box<StartRecord>),
+    /// The pod of attempt `attempt - 1`, `previous`, was disrupted: build the pod of
+    /// `attempt` from `recipe`, tell the Supervisor, and feed [`Input::AttemptBuilt`] (or
+    /// [`Input::AttemptImpossible`]). With `delete_previous` nobody is deleting the
+    /// previous pod (the kubelet evicted it and left it Failed): delete it.
+    StartAttempt {
+        attempt: u32,
+        previous: String,
+        delete_previous: bool,
+        reason: String,
+        recipe: Option<Box<Recipe>>,
+    },
 }
 
 /// The clocks a step reads: monotonic for timers, wall for pod timestamps.
@@ -163,11 +184,13 @@ impl Clock {
     }
 }
 
-/// The worker timeouts of the configuration.
+/// The worker timeouts and retries of the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
     pub pending_timeout: Duration,
     pub image_pull_grace: Duration,
+    /// `worker.max_disruption_retries`: new attempts after a disruption (0: none).
+    pub max_disruption_retries: u32,
 }
 
 /// How a restarted or adopted worker resumes.
@@ -184,6 +207,9 @@ pub struct Resume {
     pub settled: bool,
     /// The event's entry is acknowledged.
     pub delete_allowed: bool,
+    /// Which attempt's pod it resumes (1-based; 0 counts as 1). The observation's own
+    /// attempt wins when there is one.
+    pub attempt: u32,
 }
 
 /// What a worker learnt when it first saw its pod Running, for the start-up metrics.
@@ -206,7 +232,10 @@ pub struct StartRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lifecycle {
     identity: WorkerIdentity,
+    /// The pod of the current attempt.
     pod_name: String,
+    /// The current attempt, 1-based: one more after each disruption.
+    attempt: u32,
     deadlines: Deadlines,
     pod: PodState,
     report: Report,
@@ -234,6 +263,8 @@ pub struct Lifecycle {
     saw_before_running: bool,
     /// The start was recorded (at most once per incarnation).
     start_recorded: bool,
+    /// Why the last disrupted attempt's pod went, for a result that follows.
+    disrupted_because: Option<String>,
     done: bool,
 }
 
@@ -241,6 +272,7 @@ impl Lifecycle {
     fn new(identity: WorkerIdentity, deadlines: Deadlines, clock: Clock) -> Lifecycle {
         Lifecycle {
             pod_name: identity.pod_name(),
+            attempt: 1,
             identity,
             deadlines,
             pod: PodState::Creating,
@@ -258,6 +290,7 @@ impl Lifecycle {
             timer_armed: false,
             saw_before_running: false,
             start_recorded: false,
+            disrupted_because: None,
             done: false,
         }
     }
@@ -269,7 +302,20 @@ impl Lifecycle {
         built_at: Timestamp,
         clock: Clock,
     ) -> (Lifecycle, Vec<Action>) {
+        Lifecycle::create_attempt(identity, deadlines, built_at, 1, clock)
+    }
+
+    /// Creates the pod of attempt `attempt` (a restarted worker whose later attempt's
+    /// create had not settled).
+    pub fn create_attempt(
+        identity: WorkerIdentity,
+        deadlines: Deadlines,
+        built_at: Timestamp,
+        attempt: u32,
+        clock: Clock,
+    ) -> (Lifecycle, Vec<Action>) {
         let mut w = Lifecycle::new(identity, deadlines, clock);
+        w.set_attempt(attempt);
         w.created_at = Some(built_at);
         w.saw_before_running = true;
         (w, vec![Action::Create])
@@ -304,8 +350,10 @@ impl Lifecycle {
             cancelled,
             settled,
             delete_allowed,
+            attempt,
         } = resume;
         let mut w = Lifecycle::new(identity, deadlines, clock);
+        w.set_attempt(observation.as_ref().map_or(attempt, |o| o.attempt));
         let mut actions = Vec::new();
         w.settled = settled;
         w.cancelled = cancelled;
@@ -360,6 +408,16 @@ impl Lifecycle {
         &self.identity
     }
 
+    /// The current attempt, 1-based.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn set_attempt(&mut self, attempt: u32) {
+        self.attempt = attempt.max(1);
+        self.pod_name = self.identity.attempt_pod_name(self.attempt);
+    }
+
     /// Applies one input; returns what to do. A done worker ignores everything.
     pub fn step(&mut self, input: Input, clock: Clock) -> Vec<Action> {
         let mut actions = Vec::new();
@@ -368,10 +426,26 @@ impl Lifecycle {
         }
         match input {
             Input::CreateAnswered(answer) => self.create_answered(answer, clock, &mut actions),
+            Input::Observed(obs) if obs.name != self.pod_name => {
+                // Another attempt's pod. A later one exists (an earlier incarnation made
+                // it): follow it. An earlier one is history.
+                if obs.attempt > self.attempt
+                    && matches!(self.report, Report::Undecided)
+                    && !self.cancelled
+                {
+                    self.begin_attempt(obs.attempt, clock);
+                    // Made and maybe started by an earlier incarnation: not a start to
+                    // record unless seen Pending first.
+                    self.saw_before_running = false;
+                    self.pod = PodState::Present;
+                    self.settle(Ok(()), &mut actions);
+                    self.observe(obs, clock, &mut actions);
+                }
+            }
             Input::Observed(obs) => match self.pod {
                 // A late view of a pod we know is gone (or are deleting anyway).
                 PodState::Gone | PodState::Deleting { seen_gone: true } => {}
-                PodState::Creating | PodState::Unknown => {
+                PodState::Creating | PodState::Unknown | PodState::Building => {
                     // Seen: it exists, whatever the create request still says.
                     self.pod = PodState::Present;
                     self.settle(Ok(()), &mut actions);
@@ -385,6 +459,8 @@ impl Lifecycle {
                 // Our DELETE is still unanswered: its answer completes the worker (so
                 // the request is never dropped half-way).
                 PodState::Deleting { .. } => self.pod = PodState::Deleting { seen_gone: true },
+                // The disrupted previous attempt's pod went, as expected.
+                PodState::Building => {}
                 _ => self.gone(clock, &mut actions),
             },
             Input::LookupFailed(reason) => {
@@ -430,6 +506,11 @@ impl Lifecycle {
             }
             Input::DeleteAllowed => self.delete_allowed = true,
             Input::Cancel => {
+                if self.pod == PodState::Building {
+                    // The next attempt's pod was never sent: there is none to delete.
+                    self.pod = PodState::Gone;
+                    self.settle(Ok(()), &mut actions);
+                }
                 self.cancelled = true;
                 self.delete_allowed = true;
                 if matches!(self.report, Report::Undecided) {
@@ -443,6 +524,32 @@ impl Lifecycle {
                     // means it is gone after all).
                     self.pod = PodState::Deleting { seen_gone: false };
                     actions.push(Action::Delete);
+                }
+            }
+            Input::AttemptBuilt { built_at } => {
+                if self.pod == PodState::Building {
+                    self.created_at = Some(built_at);
+                    self.pod = PodState::Creating;
+                    actions.push(Action::Create);
+                }
+            }
+            Input::AttemptImpossible(why) => {
+                if self.pod == PodState::Building {
+                    self.pod = PodState::Gone;
+                    self.settle(Ok(()), &mut actions);
+                    let disrupted = self.disrupted_because.clone().unwrap_or_default();
+                    self.finish(
+                        Decision {
+                            outcome: Outcome::Lost,
+                            exit_code: None,
+                            reason: Some(format!(
+                                "pod disrupted ({disrupted}); attempt {} cannot be made: {why}",
+                                self.attempt
+                            )),
+                        },
+                        clock,
+                        &mut actions,
+                    );
                 }
             }
         }
@@ -550,7 +657,7 @@ impl Lifecycle {
                         .as_ref()
                         .and_then(|o| o.terminated.as_ref())
                         .map(|t| t.exit_code),
-                    reason: Some(reason.into()),
+                    reason: Some(self.with_disruption(reason)),
                 },
                 clock,
                 actions,
@@ -575,8 +682,68 @@ impl Lifecycle {
         } else {
             self.image_error_since = None;
         }
+        if self.retries_after(&obs) {
+            return self.next_attempt(&obs, clock, actions);
+        }
         self.last = Some(obs);
         self.evaluate(clock, actions);
+    }
+
+    /// Is `obs` a disruption this worker answers with a new attempt? Only before an
+    /// outcome is decided, while attempts are left.
+    fn retries_after(&self, obs: &PodObservation) -> bool {
+        obs.disruption.is_some()
+            && matches!(self.report, Report::Undecided)
+            && !self.cancelled
+            && self.attempt <= self.deadlines.max_disruption_retries
+    }
+
+    /// The current attempt's pod is disrupted: move on to the next attempt, whose pod the
+    /// shell builds ([`Action::StartAttempt`]).
+    fn next_attempt(&mut self, obs: &PodObservation, clock: Clock, actions: &mut Vec<Action>) {
+        let previous = self.pod_name.clone();
+        let Some(disruption) = obs.disruption.as_deref() else {
+            return;
+        };
+        self.disrupted_because = Some(disruption.reason.clone());
+        self.begin_attempt(self.attempt + 1, clock);
+        if self.timer_armed {
+            self.timer_armed = false;
+            actions.push(Action::CancelTimer);
+        }
+        self.pod = PodState::Building;
+        actions.push(Action::StartAttempt {
+            attempt: self.attempt,
+            previous,
+            delete_previous: !obs.deleting,
+            reason: disruption.reason.clone(),
+            recipe: disruption.recipe.clone().map(Box::new),
+        });
+    }
+
+    /// Forgets everything about the previous attempt's pod: attempt `attempt` starts.
+    fn begin_attempt(&mut self, attempt: u32, clock: Clock) {
+        self.set_attempt(attempt);
+        self.settled = false;
+        self.deleted_by_us = false;
+        self.created_at = None;
+        self.started = clock.now;
+        self.last = None;
+        self.image_error_since = None;
+        self.quota_attempts = 0;
+        self.saw_before_running = true;
+        self.start_recorded = false;
+    }
+
+    /// `reason`, and why the pod was disrupted when it was (no attempts were left).
+    fn with_disruption(&self, reason: &str) -> String {
+        match self.last.as_ref().and_then(|o| o.disruption.as_deref()) {
+            Some(d) => format!(
+                "{reason}; disrupted ({}) on attempt {}, no retries left",
+                d.reason, self.attempt
+            ),
+            None => reason.to_string(),
+        }
     }
 
     /// Records the pod's start the first time it is seen Running after being seen (or
@@ -621,10 +788,15 @@ impl Lifecycle {
             Some(Decision {
                 outcome: Outcome::Lost,
                 exit_code: obs.terminated.as_ref().map(|t| t.exit_code),
-                reason: Some("pod deleted by someone other than ottoscaler".into()),
+                reason: Some(self.with_disruption("pod deleted by someone other than ottoscaler")),
             })
         } else {
-            outcome::decide(&obs, &timing)
+            outcome::decide(&obs, &timing).map(|mut d| {
+                if d.outcome != Outcome::Succeeded && obs.disruption.is_some() {
+                    d.reason = Some(self.with_disruption(d.reason.as_deref().unwrap_or("")));
+                }
+                d
+            })
         };
         if let Some(decision) = decision {
             return self.finish(decision, clock, actions);
@@ -683,6 +855,7 @@ impl Lifecycle {
             duration_ms,
             finished_at: clock.wall.to_string(),
             trace_id: None,
+            attempts: self.attempt,
         });
         self.report = Report::Publishing(result.clone());
         actions.push(Action::Publish {

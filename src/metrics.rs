@@ -148,6 +148,7 @@ pub struct Metrics {
     worker_duration: Histogram,
     kube_requests: Family<KubeLabels, Counter>,
     worker_restarts: Counter,
+    worker_retries: Counter,
     redis_errors: Counter,
     results_published: Counter,
     dead_letters: Counter,
@@ -196,6 +197,7 @@ impl Metrics {
         let worker_duration = Histogram::new(WORKER_DURATION_BUCKETS);
         let kube_requests = Family::<KubeLabels, Counter>::default();
         let worker_restarts = Counter::default();
+        let worker_retries = Counter::default();
         let redis_errors = Counter::default();
         let results_published = Counter::default();
         let dead_letters = Counter::default();
@@ -260,6 +262,12 @@ impl Metrics {
             "worker_restarts",
             "Restarts of supervised actors after a failure",
             worker_restarts.clone(),
+        );
+        registry.register(
+            "worker_retries",
+            "New attempts of workers whose pod was disrupted (evicted, preempted, lost with \
+             its node), each in a new pod",
+            worker_retries.clone(),
         );
         registry.register(
             "redis_errors",
@@ -410,6 +418,7 @@ impl Metrics {
             worker_duration,
             kube_requests,
             worker_restarts,
+            worker_retries,
             redis_errors,
             results_published,
             dead_letters,
@@ -592,6 +601,11 @@ impl Metrics {
         self.worker_restarts.inc();
     }
 
+    /// A worker whose pod was disrupted runs again in a new pod.
+    pub fn worker_retried(&self) {
+        self.worker_retries.inc();
+    }
+
     /// This replica leads (`true`) or stands by.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
@@ -701,6 +715,7 @@ mod tests {
                 "ottoscaler_results_published_total 0",
                 "ottoscaler_redis_errors_total 0",
                 "ottoscaler_worker_restarts_total 0",
+                "ottoscaler_worker_retries_total 0",
                 "ottoscaler_workers_active 0",
                 "ottoscaler_pod_create_seconds_count 0",
                 r#"ottoscaler_queue_wait_seconds_count{template="default"} 0"#,

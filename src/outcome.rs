@@ -6,10 +6,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::messages::watch::Disruption;
 use crate::messages::{Outcome, PodObservation, PodPhase, Terminated};
 use crate::pods::{
-    ANNOTATION_CREATED_AT, ANNOTATION_EVENT_ID, ANNOTATION_PRIORITY, ANNOTATION_TEMPLATE,
-    ANNOTATION_TENANT, LABEL_TASK_ID, LABEL_WORKER_INDEX, WORKER_CONTAINER,
+    ANNOTATION_ATTEMPT, ANNOTATION_CREATED_AT, ANNOTATION_EVENT_ID, ANNOTATION_PRIORITY,
+    ANNOTATION_TEMPLATE, ANNOTATION_TENANT, LABEL_TASK_ID, LABEL_WORKER_INDEX, Recipe,
+    WORKER_CONTAINER,
 };
 
 /// Container waiting reasons that mean the pod will not start by itself.
@@ -121,7 +123,57 @@ pub fn observe(pod: &Pod) -> PodObservation {
         priority: annotation(ANNOTATION_PRIORITY),
         tenant: annotation(ANNOTATION_TENANT),
         deleting: meta.deletion_timestamp.is_some(),
+        attempt: annotation(ANNOTATION_ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .filter(|a| *a >= 1)
+            .unwrap_or(1),
+        disruption: disruption_reason(pod).map(|reason| {
+            Box::new(Disruption {
+                reason,
+                recipe: Recipe::of(pod),
+            })
+        }),
     }
+}
+
+/// Pod `status.reason`s that mean the pod was taken away from a healthy run: the
+/// kubelet's eviction, its preemption of a critical pod, and the node controller's
+/// older node loss.
+pub const DISRUPTION_REASONS: [&str; 3] = ["Evicted", "Preempting", "NodeLost"];
+
+/// Why the pod is being disrupted, if it is: the `DisruptionTarget` condition (set by
+/// the scheduler when it preempts, by the taint manager when a node is lost, by the
+/// Eviction API on a drain, by the kubelet when it evicts), else a
+/// [`DISRUPTION_REASONS`] status reason. A pod that succeeded is never disrupted.
+pub fn disruption_reason(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Succeeded") {
+        return None;
+    }
+    if let Some(c) = status
+        .conditions
+        .as_deref()
+        .unwrap_or(&[])
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+    {
+        let mut reason = format!(
+            "DisruptionTarget: {}",
+            c.reason.as_deref().unwrap_or("unknown")
+        );
+        if let Some(message) = c.message.as_deref().filter(|m| !m.is_empty()) {
+            reason = format!("{reason}: {message}");
+        }
+        return Some(clip(&reason, MAX_SCHEDULING_MESSAGE));
+    }
+    let reason = status.reason.as_deref()?;
+    DISRUPTION_REASONS.contains(&reason).then(|| {
+        let reason = match status.message.as_deref().filter(|m| !m.is_empty()) {
+            Some(message) => format!("{reason}: {message}"),
+            None => reason.to_string(),
+        };
+        clip(&reason, MAX_SCHEDULING_MESSAGE)
+    })
 }
 
 /// A decided outcome, with what the result reports about it.
@@ -508,5 +560,102 @@ mod tests {
         assert_eq!(select_for_scale_down(candidates.clone(), None).len(), 5);
         assert_eq!(select_for_scale_down(candidates, Some(10)).len(), 5);
         assert!(select_for_scale_down(vec![], Some(1)).is_empty());
+    }
+
+    fn with_status(status: PodStatus) -> Pod {
+        Pod {
+            status: Some(status),
+            ..Pod::default()
+        }
+    }
+
+    fn disruption_target(reason: &str, message: &str) -> k8s_openapi::api::core::v1::PodCondition {
+        k8s_openapi::api::core::v1::PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn disruptions_are_read_from_the_condition_or_the_eviction_reason() {
+        let preempted = with_status(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![disruption_target(
+                "PreemptionByScheduler",
+                "Preempted by pod 1234 on node node-1",
+            )]),
+            ..Default::default()
+        });
+        assert_eq!(
+            disruption_reason(&preempted).as_deref(),
+            Some("DisruptionTarget: PreemptionByScheduler: Preempted by pod 1234 on node node-1")
+        );
+        let evicted = with_status(PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some("Evicted".into()),
+            message: Some("The node was low on resource: memory.".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            disruption_reason(&evicted).as_deref(),
+            Some("Evicted: The node was low on resource: memory.")
+        );
+        // Not disruptions: a failure of the build, a False condition, a success.
+        let failed = with_status(PodStatus {
+            phase: Some("Failed".into()),
+            reason: Some("DeadlineExceeded".into()),
+            ..Default::default()
+        });
+        assert_eq!(disruption_reason(&failed), None);
+        let mut not_true = disruption_target("EvictionByEvictionAPI", "");
+        not_true.status = "False".into();
+        let running = with_status(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![not_true]),
+            ..Default::default()
+        });
+        assert_eq!(disruption_reason(&running), None);
+        let succeeded = with_status(PodStatus {
+            phase: Some("Succeeded".into()),
+            conditions: Some(vec![disruption_target("DeletionByTaintManager", "")]),
+            ..Default::default()
+        });
+        assert_eq!(disruption_reason(&succeeded), None);
+        assert_eq!(disruption_reason(&Pod::default()), None);
+    }
+
+    #[test]
+    fn observe_reads_the_attempt_and_the_disruption_with_its_recipe() {
+        let mut pod = with_status(PodStatus {
+            phase: Some("Running".into()),
+            conditions: Some(vec![disruption_target("DeletionByTaintManager", "")]),
+            ..Default::default()
+        });
+        pod.metadata.annotations = Some(
+            [
+                (ANNOTATION_ATTEMPT.to_string(), "2".to_string()),
+                (ANNOTATION_TEMPLATE.to_string(), "default".to_string()),
+            ]
+            .into(),
+        );
+        let obs = observe(&pod);
+        assert_eq!(obs.attempt, 2);
+        let disruption = obs.disruption.expect("disrupted");
+        assert_eq!(
+            disruption.reason,
+            "DisruptionTarget: DeletionByTaintManager"
+        );
+        assert_eq!(
+            disruption.recipe.map(|r| r.template).as_deref(),
+            Some("default")
+        );
+        // Without the annotation: the first attempt; a nonsense value counts as 1.
+        pod.metadata.annotations = Some([(ANNOTATION_ATTEMPT.to_string(), "0".to_string())].into());
+        assert_eq!(observe(&pod).attempt, 1);
+        assert_eq!(observe(&Pod::default()).attempt, 1);
+        assert_eq!(observe(&Pod::default()).disruption, None);
     }
 }

@@ -31,6 +31,9 @@ pub const ANNOTATION_TEMPLATE: &str = "ottoscaler.io/template";
 pub const ANNOTATION_PRIORITY: &str = "ottoscaler.io/priority";
 /// The tenant of the pod's event (an annotation: tenants are free text).
 pub const ANNOTATION_TENANT: &str = "ottoscaler.io/tenant";
+/// Which attempt of its worker a pod is (1-based; absent on the first attempt): a worker
+/// whose pod is disrupted (evicted, preempted, lost with its node) runs again in a new pod.
+pub const ANNOTATION_ATTEMPT: &str = "ottoscaler.io/attempt";
 /// The name of the container every worker pod runs its agent in.
 pub const WORKER_CONTAINER: &str = "worker";
 
@@ -42,8 +45,20 @@ const MAX_NAME_LEN: usize = 63;
 /// `otto-agent-<task>-<h>-<i>`. Deterministic, so a redelivered event finds its pods
 /// (409 AlreadyExists) instead of creating new ones.
 pub fn pod_name(task_id: &str, event_id: &str, index: u32) -> String {
+    attempt_pod_name(task_id, event_id, index, 1)
+}
+
+/// The pod name of attempt `attempt` (1-based) of a worker: the first attempt is
+/// [`pod_name`]; an attempt after a disruption (eviction, preemption, node loss) adds
+/// `-r<attempt>`: `otto-agent-<task>-<h>-<i>-r2`. Deterministic too, so a restarted
+/// ottoscaler finds the attempt it already created.
+pub fn attempt_pod_name(task_id: &str, event_id: &str, index: u32, attempt: u32) -> String {
     let hash = hex8(event_id);
-    let suffix = format!("-{hash}-{index}");
+    let suffix = if attempt <= 1 {
+        format!("-{hash}-{index}")
+    } else {
+        format!("-{hash}-{index}-r{attempt}")
+    };
     let budget = MAX_NAME_LEN - NAME_PREFIX.len() - suffix.len();
     let task: String = task_id
         .chars()
@@ -265,8 +280,86 @@ pub struct WorkerIdentity {
 }
 
 impl WorkerIdentity {
+    /// The pod name of its first attempt, which also names the worker.
     pub fn pod_name(&self) -> String {
         pod_name(&self.task_id, &self.event_id, self.index)
+    }
+
+    /// The pod name of attempt `attempt` (1-based), see [`attempt_pod_name`].
+    pub fn attempt_pod_name(&self, attempt: u32) -> String {
+        attempt_pod_name(&self.task_id, &self.event_id, self.index, attempt)
+    }
+}
+
+/// What one of our pods says about how it was built (its annotations): enough to build
+/// the next attempt of its worker from the same template, event metadata, priority
+/// class and tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipe {
+    pub template: String,
+    pub metadata: BTreeMap<String, String>,
+    pub priority: Option<String>,
+    pub tenant: Option<String>,
+}
+
+impl Recipe {
+    /// From the pod's annotations; `None` for a pod that lacks the template annotation
+    /// or whose metadata annotation does not parse (not built by this version).
+    pub fn of(pod: &Pod) -> Option<Recipe> {
+        let annotations = pod.metadata.annotations.as_ref()?;
+        let metadata = match annotations.get(ANNOTATION_METADATA) {
+            Some(json) => serde_json::from_str(json).ok()?,
+            None => BTreeMap::new(),
+        };
+        Some(Recipe {
+            template: annotations.get(ANNOTATION_TEMPLATE)?.clone(),
+            metadata,
+            priority: annotations.get(ANNOTATION_PRIORITY).cloned(),
+            tenant: annotations.get(ANNOTATION_TENANT).cloned(),
+        })
+    }
+}
+
+/// Builds the pods of later attempts: the resolved templates and the priority classes'
+/// PriorityClass names, shared by every worker.
+#[derive(Debug, Clone, Default)]
+pub struct PodBuilder {
+    pub templates: BTreeMap<String, PodTemplate>,
+    pub priority_class_names: std::collections::HashMap<String, String>,
+}
+
+impl PodBuilder {
+    /// The pod of attempt `attempt` of `worker`, built as its first attempt was (same
+    /// template, metadata, class and tenant), with its own name and the
+    /// `ottoscaler.io/attempt` annotation. Fails when the template is no longer
+    /// configured.
+    pub fn attempt(
+        &self,
+        worker: &WorkerIdentity,
+        attempt: u32,
+        recipe: &Recipe,
+        built_at: jiff::Timestamp,
+    ) -> Result<Pod, String> {
+        let template = self.templates.get(&recipe.template).ok_or_else(|| {
+            format!(
+                "its pod template {:?} is no longer configured",
+                recipe.template
+            )
+        })?;
+        let mut pod = build_pod(template, worker, &recipe.metadata, built_at);
+        if let (Some(priority), Some(tenant)) = (&recipe.priority, &recipe.tenant) {
+            let class = self.priority_class_names.get(priority).map(String::as_str);
+            place(&mut pod, priority, tenant, class);
+        }
+        pod.metadata.name = Some(worker.attempt_pod_name(attempt));
+        if attempt > 1 {
+            pod.metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(ANNOTATION_ATTEMPT.to_string(), attempt.to_string());
+            set_env(&mut pod, "OTTO_ATTEMPT", attempt.to_string());
+        }
+        Ok(pod)
     }
 }
 
@@ -707,5 +800,80 @@ mod tests {
             spec.priority, None,
             "the API server derives it from the class"
         );
+    }
+
+    #[test]
+    fn later_attempts_have_names_of_their_own_within_63_characters() {
+        let first = attempt_pod_name("task-123", "1718000000000-0", 2, 1);
+        assert_eq!(first, pod_name("task-123", "1718000000000-0", 2));
+        let second = attempt_pod_name("task-123", "1718000000000-0", 2, 2);
+        assert_eq!(second, format!("{first}-r2"));
+        let long = "x".repeat(200);
+        for attempt in [1, 2, 10, 11] {
+            let name = attempt_pod_name(&long, "1-0", 49, attempt);
+            assert!(is_dns1123_label(&name), "{name}");
+        }
+        assert_ne!(
+            attempt_pod_name(&long, "1-0", 1, 2),
+            attempt_pod_name(&long, "1-0", 1, 3)
+        );
+    }
+
+    #[test]
+    fn the_next_attempt_is_built_like_the_first_from_what_the_pod_says() {
+        let worker = WorkerIdentity {
+            task_id: "task-9".into(),
+            event_id: "5-0".into(),
+            index: 1,
+        };
+        let metadata: BTreeMap<String, String> =
+            [("branch".to_string(), "main".to_string())].into();
+        let built_at: jiff::Timestamp = "2026-12-06T00:00:00Z".parse().expect("time");
+        let template = default_template();
+        let mut first = build_pod(&template, &worker, &metadata, built_at);
+        place(&mut first, "high", "team-a", Some("otto-high"));
+        // What a disrupted pod of this worker says about itself.
+        let recipe = Recipe::of(&first).expect("recipe");
+        assert_eq!(recipe.template, "default");
+        assert_eq!(recipe.metadata, metadata);
+        assert_eq!(recipe.priority.as_deref(), Some("high"));
+        assert_eq!(recipe.tenant.as_deref(), Some("team-a"));
+
+        let builder = PodBuilder {
+            templates: [("default".to_string(), template)].into(),
+            priority_class_names: [("high".to_string(), "otto-high".to_string())].into(),
+        };
+        let second = builder
+            .attempt(&worker, 2, &recipe, built_at)
+            .expect("built");
+        assert_eq!(
+            second.metadata.name.as_deref(),
+            Some(worker.attempt_pod_name(2).as_str())
+        );
+        let annotations = second.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(
+            annotations.get(ANNOTATION_ATTEMPT).map(String::as_str),
+            Some("2")
+        );
+        // Everything else is the first attempt's: spec (with the class), labels, metadata.
+        let mut expected = first.clone();
+        expected.metadata.name = second.metadata.name.clone();
+        expected
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ANNOTATION_ATTEMPT.into(), "2".into());
+        set_env(&mut expected, "OTTO_ATTEMPT", "2".into());
+        assert_eq!(second, expected);
+
+        let gone = Recipe {
+            template: "gpu".into(),
+            ..recipe
+        };
+        let err = builder
+            .attempt(&worker, 2, &gone, built_at)
+            .expect_err("no such template");
+        assert!(err.contains("\"gpu\""), "{err}");
+        assert_eq!(Recipe::of(&Pod::default()), None);
     }
 }

@@ -139,6 +139,9 @@ pub struct Rules {
     pub max_waiting_events: usize,
     /// `scheduling.metrics_tenants`.
     pub metrics_tenants: usize,
+    /// `worker.max_disruption_retries`: how many later attempts of a worker the books
+    /// look for when they meet one of its pods.
+    pub max_disruption_retries: u32,
 }
 
 impl Default for Rules {
@@ -151,6 +154,7 @@ impl Default for Rules {
             priority_class_names: HashMap::new(),
             max_waiting_events: 1000,
             metrics_tenants: 10,
+            max_disruption_retries: 2,
         }
     }
 }
@@ -174,6 +178,7 @@ impl Rules {
                 .collect(),
             max_waiting_events: settings.limits.max_waiting_events as usize,
             metrics_tenants: settings.scheduling.metrics_tenants as usize,
+            max_disruption_retries: settings.worker.max_disruption_retries,
         }
     }
 }

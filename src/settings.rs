@@ -166,6 +166,10 @@ pub struct WorkerSettings {
     /// `activeDeadlineSeconds` of the pod. Default `3600s`.
     #[serde(with = "humantime_serde")]
     pub run_timeout: Duration,
+    /// A worker whose pod is disrupted (evicted, preempted, lost with its node: the pod's
+    /// `DisruptionTarget` condition) runs again in a new pod, up to this many times;
+    /// then it ends with its last attempt's outcome. 0 turns retries off. Default 2.
+    pub max_disruption_retries: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -347,6 +351,7 @@ impl Default for WorkerSettings {
             pending_timeout: Duration::from_secs(300),
             image_pull_grace: Duration::from_secs(60),
             run_timeout: Duration::from_secs(3600),
+            max_disruption_retries: 2,
         }
     }
 }

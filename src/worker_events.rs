@@ -81,6 +81,7 @@ mod tests {
             duration_ms: 10,
             finished_at: "2026-12-02T00:00:00Z".into(),
             trace_id: None,
+            attempts: 1,
         }
     }
 

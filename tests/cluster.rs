@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use ::ottoscaler::messages::Outcome;
+use ::ottoscaler::messages::{Outcome, ScaleEvent};
 use ::ottoscaler::settings::{ResourceSettings, Settings, TemplateSettings};
 use common::*;
 
@@ -40,13 +40,19 @@ async fn own_node(label: (&str, &str)) -> String {
 /// Adds template `name` to `settings`: pods of `pod_spec` (YAML, written to a file of
 /// the test's own) that run for an hour.
 fn long_template_with_spec(settings: &mut Settings, name: &str, pod_spec: &str) {
+    template_with_spec(settings, name, "3600", pod_spec);
+}
+
+/// Adds template `name` to `settings`: pods of `pod_spec` (YAML, written to a file of
+/// the test's own) that run for `run_seconds`.
+fn template_with_spec(settings: &mut Settings, name: &str, run_seconds: &str, pod_spec: &str) {
     let dir = common::ottoscaler::temp_dir(&format!("cluster-{name}"));
     let spec_path = dir.join(format!("{name}.yaml"));
     std::fs::write(&spec_path, pod_spec).expect("write the pod spec");
     settings.templates.insert(
         name.into(),
         TemplateSettings {
-            annotations: BTreeMap::from([(RUN_SECONDS.to_string(), "3600".to_string())]),
+            annotations: BTreeMap::from([(RUN_SECONDS.to_string(), run_seconds.to_string())]),
             pod_spec_file: Some(spec_path.display().to_string()),
             ..TemplateSettings::builtin_default()
         },
@@ -115,46 +121,88 @@ async fn a_worker_no_node_can_hold_is_unschedulable_and_ends_timed_out() {
     h.wait_no_pods(WAIT).await;
 }
 
-#[actix_rt::test]
-async fn workers_on_a_node_that_fails_are_evicted_and_end_lost() {
-    let env = testenv::shared();
-    let client = env.client();
-    // A node of its own, and a template that puts the workers there only.
-    let value = format!("v{:08x}", rand::random::<u32>());
-    let node = own_node(("ottoscaler.test/failure", &value)).await;
-    let mut settings = test_settings();
-    long_template_with_spec(
-        &mut settings,
-        "pinned",
-        &format!(
-            "containers:\n- name: agent\n  image: busybox:latest\n\
-             nodeSelector:\n  ottoscaler.test/failure: {value}\n"
-        ),
-    );
-    let h = Harness::start("cluster-node-failure", &settings).await;
-    h.send(scale_up("1-0", "pinned", 3, "pinned"))
-        .await
-        .expect("accepted");
+/// Waits until `n` pods of attempt `attempt` are Running; returns their nodes by pod.
+async fn running_attempts(h: &Harness, attempt: u32, n: usize) -> BTreeMap<String, String> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let pods = h.pods_now().await;
-        let running = pods
+        let running: BTreeMap<String, String> = h
+            .pods_now()
+            .await
             .iter()
-            .filter(|p| {
-                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                    && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+            .filter(|p| attempt_of(p) == attempt)
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| {
+                Some((
+                    p.metadata.name.clone()?,
+                    p.spec.as_ref()?.node_name.clone()?,
+                ))
             })
-            .count();
-        if running == 3 {
-            break;
+            .collect();
+        if running.len() == n {
+            return running;
         }
         assert!(
             Instant::now() < deadline,
-            "3 workers not Running on {node}:\n{}",
+            "{n} pods of attempt {attempt} not Running:\n{}",
             h.describe_pods().await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn attempt_of(pod: &Pod) -> u32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(::ottoscaler::pods::ANNOTATION_ATTEMPT))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Each result once, `succeeded`, on attempt 2, in the second attempt's pod.
+fn assert_succeeded_on_the_second_attempt(results: &[::ottoscaler::messages::WorkerFinished]) {
+    let mut workers = std::collections::BTreeSet::new();
+    for result in results {
+        assert_eq!(result.outcome, Outcome::Succeeded, "{result:?}");
+        assert_eq!(result.attempts, 2, "{result:?}");
+        assert!(result.pod.ends_with("-r2"), "{result:?}");
+        assert!(
+            workers.insert((result.event_id.clone(), result.worker_index)),
+            "a second result for {result:?}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn workers_on_a_node_that_fails_run_again_on_another_node_once_each() {
+    let env = testenv::shared();
+    let client = env.client();
+    // A node of its own, which the workers prefer (but do not require).
+    let value = format!("v{:08x}", rand::random::<u32>());
+    let node = own_node(("ottoscaler.test/failure", &value)).await;
+    let mut settings = test_settings();
+    // Long enough to still run when the node is declared lost (~18 s).
+    template_with_spec(
+        &mut settings,
+        "preferring",
+        "40",
+        &format!(
+            "containers:\n- name: agent\n  image: busybox:latest\n\
+             affinity:\n  nodeAffinity:\n    preferredDuringSchedulingIgnoredDuringExecution:\n\
+             \x20   - weight: 100\n      preference:\n        matchExpressions:\n\
+             \x20       - key: ottoscaler.test/failure\n          operator: In\n\
+             \x20         values: [\"{value}\"]\n"
+        ),
+    );
+    let h = Harness::start("cluster-node-failure", &settings).await;
+    h.send(scale_up("1-0", "preferring", 3, "preferring"))
+        .await
+        .expect("accepted");
+    let first = running_attempts(&h, 1, 3).await;
+    assert!(
+        first.values().all(|n| *n == node),
+        "the first attempts run on {node}: {first:?}"
+    );
     assert!(h.results.all().is_empty(), "{:?}", h.results.all());
 
     let stopped = Instant::now();
@@ -162,34 +210,45 @@ async fn workers_on_a_node_that_fails_are_evicted_and_end_lost() {
         .stop_heartbeats(&node)
         .await
         .expect("stop heartbeats");
-    // NotReady after the grace period, the taint, the toleration, the eviction.
-    let results = h
-        .results
-        .wait_for(3, testenv::controlplane::NODE_MONITOR_GRACE + WAIT)
-        .await;
-    let lost_after = stopped.elapsed();
-    assert_eq!(results.len(), 3, "{results:?}\n{}", h.describe_pods().await);
-    for result in &results {
-        assert_eq!(result.outcome, Outcome::Lost, "{result:?}");
-        assert_eq!(
-            result.reason.as_deref(),
-            Some("pod deleted by someone other than ottoscaler"),
-            "{result:?}"
-        );
-    }
+    // NotReady after the grace period, the taint, the toleration, the eviction (with
+    // the DisruptionTarget condition): each worker runs again, elsewhere.
+    let second = running_attempts(&h, 2, 3).await;
+    let retried_after = stopped.elapsed();
     assert!(
-        lost_after >= testenv::controlplane::NODE_MONITOR_GRACE,
-        "lost after {lost_after:?}, before the node could be NotReady"
+        second.values().all(|n| *n != node),
+        "the second attempts avoid the lost node {node}: {second:?}"
     );
-    eprintln!("node failure: 3 workers lost {lost_after:.1?} after the heartbeats stopped");
+    assert!(
+        retried_after >= testenv::controlplane::NODE_MONITOR_GRACE,
+        "retried after {retried_after:?}, before the node could be NotReady"
+    );
+    let results = h.results.wait_for(3, WAIT).await;
+    eprintln!(
+        "node failure: 3 workers running again {retried_after:.1?} after the heartbeats stopped, \
+         succeeded {:.1?} after",
+        stopped.elapsed()
+    );
     h.wait_no_pods(WAIT).await;
+    // Every worker is done: no result can come any more.
+    let results_at_end = h.results.all();
+    assert_eq!(results_at_end.len(), 3, "{results_at_end:?}");
+    assert_eq!(results.len(), 3);
+    assert_succeeded_on_the_second_attempt(&results_at_end);
+    assert_eq!(
+        h.metrics
+            .encode()
+            .matches("ottoscaler_worker_retries_total 3")
+            .count(),
+        1
+    );
     let pods: Api<Pod> = Api::namespaced(client.clone(), &h.namespace);
     assert!(
         pods.list(&Default::default())
             .await
             .expect("list")
             .items
-            .is_empty()
+            .is_empty(),
+        "nothing left behind"
     );
 
     env.kubesim()
@@ -199,6 +258,112 @@ async fn workers_on_a_node_that_fails_are_evicted_and_end_lost() {
     testenv::wait_nodes_schedulable(&client, std::slice::from_ref(&node), WAIT)
         .await
         .expect("the node is schedulable again");
+}
+
+/// A cluster-wide PriorityClass of `value`, named after the test run.
+async fn priority_class(client: &kube::Client, name: &str, value: i32) {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let classes: Api<PriorityClass> = Api::all(client.clone());
+    let class = PriorityClass {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        value: Some(value),
+        ..Default::default()
+    };
+    classes
+        .create(&Default::default(), &class)
+        .await
+        .expect("create the PriorityClass");
+}
+
+#[actix_rt::test]
+async fn a_preempted_low_priority_worker_runs_again_and_finishes_once() {
+    let env = testenv::shared();
+    let client = env.client();
+    let value = format!("v{:08x}", rand::random::<u32>());
+    let node = own_node(("ottoscaler.test/preemption", &value)).await;
+    let (low, high) = (format!("otto-low-{value}"), format!("otto-high-{value}"));
+    priority_class(&client, &low, 100).await;
+    priority_class(&client, &high, 1000).await;
+    let mut settings = test_settings();
+    for (class, pc, weight) in [("low", &low, 1), ("high", &high, 10)] {
+        settings.priorities.insert(
+            class.into(),
+            ::ottoscaler::settings::PriorityClassSettings {
+                weight,
+                priority_class_name: pc.clone(),
+            },
+        );
+    }
+    // Each worker takes 60% of the node: two cannot share it.
+    let cpus = (testenv::kubesim::nodes::NODE_CPUS * 6 / 10).to_string();
+    for (name, seconds) in [("big-low", "8"), ("big-high", "2")] {
+        settings.templates.insert(
+            name.into(),
+            TemplateSettings {
+                annotations: BTreeMap::from([(RUN_SECONDS.to_string(), seconds.to_string())]),
+                resources: ResourceSettings {
+                    requests: BTreeMap::from([("cpu".to_string(), cpus.clone())]),
+                    limits: BTreeMap::new(),
+                },
+                node_selector: BTreeMap::from([(
+                    "ottoscaler.test/preemption".to_string(),
+                    value.clone(),
+                )]),
+                ..TemplateSettings::builtin_default()
+            },
+        );
+    }
+    let h = Harness::start("cluster-preemption", &settings).await;
+    let with_priority = |event_id: &str, template: &str, priority: &str| ScaleEvent {
+        priority: priority.into(),
+        ..scale_up(event_id, template, 1, template)
+    };
+    h.send(with_priority("1-0", "big-low", "low"))
+        .await
+        .expect("accepted");
+    let low_first = running_attempts(&h, 1, 1).await;
+    assert_eq!(low_first.values().next(), Some(&node));
+    // The high-priority worker needs the node: the real scheduler preempts the low one.
+    h.send(with_priority("2-0", "big-high", "high"))
+        .await
+        .expect("accepted");
+    let results = h.results.wait_for(2, WAIT).await;
+    h.wait_no_pods(WAIT).await;
+    let results_at_end = h.results.all();
+    assert_eq!(results_at_end.len(), 2, "{results_at_end:?}");
+    assert_eq!(results.len(), 2);
+    let (low_results, high_results): (Vec<_>, Vec<_>) = results_at_end
+        .into_iter()
+        .partition(|r| r.task_id == "big-low");
+    assert_eq!(high_results.len(), 1);
+    assert_eq!(
+        high_results[0].outcome,
+        Outcome::Succeeded,
+        "{high_results:?}"
+    );
+    assert_eq!(high_results[0].attempts, 1, "{high_results:?}");
+    // One result for the preempted worker: succeeded on its second attempt.
+    assert_succeeded_on_the_second_attempt(&low_results);
+    assert_eq!(low_results.len(), 1);
+    assert_eq!(
+        h.metrics
+            .encode()
+            .matches("ottoscaler_worker_retries_total 1")
+            .count(),
+        1
+    );
+
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let classes: Api<PriorityClass> = Api::all(client.clone());
+    for name in [&low, &high] {
+        classes
+            .delete(name, &Default::default())
+            .await
+            .expect("delete the PriorityClass");
+    }
 }
 
 #[actix_rt::test]

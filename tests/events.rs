@@ -223,6 +223,7 @@ fn failure(i: u32) -> WorkerFinished {
         duration_ms: 1,
         finished_at: "2026-12-02T00:00:00Z".into(),
         trace_id: None,
+        attempts: 1,
     }
 }
 

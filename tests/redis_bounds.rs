@@ -107,6 +107,7 @@ async fn a_result_marker_lives_for_result_marker_ttl() {
         duration_ms: 1_000,
         finished_at: "2024-06-10T06:13:20Z".into(),
         trace_id: None,
+        attempts: 1,
     };
     let answer = tokio::time::timeout(Duration::from_secs(15), publisher.send(result))
         .await

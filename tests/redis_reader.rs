@@ -960,6 +960,7 @@ async fn publishing_the_same_result_twice_writes_one_entry_with_the_contract_fie
         duration_ms: 12_345,
         finished_at: "2024-06-10T06:13:20Z".into(),
         trace_id: None,
+        attempts: 1,
     };
     for _ in 0..2 {
         let answer = tokio::time::timeout(Duration::from_secs(15), publisher.send(result.clone()))
@@ -1019,6 +1020,7 @@ async fn publishing_the_same_result_twice_writes_one_entry_with_the_contract_fie
             ("reason", "Error"),
             ("duration_ms", "12345"),
             ("finished_at", "2024-06-10T06:13:20Z"),
+            ("attempts", "1"),
         ])
     );
     assert_eq!(
@@ -1031,6 +1033,7 @@ async fn publishing_the_same_result_twice_writes_one_entry_with_the_contract_fie
             ("outcome", "succeeded"),
             ("duration_ms", "12345"),
             ("finished_at", "2024-06-10T06:13:20Z"),
+            ("attempts", "1"),
         ]),
         "exit_code and reason only when known"
     );
@@ -1089,6 +1092,7 @@ async fn a_result_published_while_redis_restarts_is_retried_until_it_is_written(
         duration_ms: 1,
         finished_at: "2024-06-10T06:13:20Z".into(),
         trace_id: None,
+        attempts: 1,
     };
     let answer = publisher.send(result);
     let restart = tokio::task::spawn_blocking(move || {

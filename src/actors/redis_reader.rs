@@ -282,7 +282,10 @@ impl RedisReader {
             return;
         }
         self.refreshing_stats = true;
-        let timeout = client::COMMAND_TIMEOUT.min(self.config.stats_interval);
+        // The command timeout, not the interval: a refresh slower than a short interval
+        // on a busy machine is late, not failed (the flag above keeps refreshes from
+        // overlapping).
+        let timeout = client::COMMAND_TIMEOUT;
         let fut = async move { tokio::time::timeout(timeout, client.stream_stats()).await };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
             act.refreshing_stats = false;

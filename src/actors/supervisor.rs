@@ -25,7 +25,7 @@ use crate::messages::supervisor::{
     EventAccepted, EventAcknowledged, EventRefused, GetStatus, StopIntake, SupervisorStatus,
     WorkerReport,
 };
-use crate::messages::worker::{Cancel, DeleteAllowed, PodUpdate, Resync};
+use crate::messages::worker::{Cancel, DeleteAllowed, DeleteStale, PodUpdate, Resync};
 use crate::messages::{PodObservation, PodWatchEvent, PublishError, ScaleEvent, WorkerFinished};
 use crate::metrics::Metrics;
 use crate::pods::{PodTemplate, WorkerIdentity, build_pod, place};
@@ -213,6 +213,7 @@ impl Supervisor {
                     read_at: event.read_at,
                     built_at,
                     trace: event.trace,
+                    attempt: 1,
                 };
                 self.start_worker(identity.clone(), start, ctx);
             }
@@ -311,9 +312,7 @@ impl Supervisor {
                     self.config.metrics.pod_first_seen(delay);
                 }
                 if let Some(addr) = self.ledger.handle(&obs.name) {
-                    addr.do_send(PodUpdate {
-                        observation: Some(obs),
-                    });
+                    addr.do_send(PodUpdate::Seen(obs));
                 }
             }
             Route::Adopt(identity) => {
@@ -326,6 +325,14 @@ impl Supervisor {
                 }));
                 self.start_worker(identity, start, ctx);
                 self.update_gauge();
+            }
+            Route::Stale { worker } => {
+                info!(pod = %obs.name, %worker, "an earlier attempt's pod was left behind; its worker deletes it");
+                if let Some(addr) = self.ledger.handle(&worker) {
+                    addr.do_send(DeleteStale {
+                        pod: obs.name.clone(),
+                    });
+                }
             }
             Route::Ignore(why) => debug!(pod = %obs.name, why, "pod not driven"),
         }
@@ -554,6 +561,15 @@ impl Handler<WorkerReport> for Supervisor {
                 incarnation,
                 error,
             } => self.on_stopped(pod, incarnation, error, ctx),
+            WorkerReport::Retrying {
+                previous,
+                attempt,
+                pod,
+                built_at,
+            } => {
+                self.config.metrics.worker_retried();
+                self.ledger.retrying(&previous, attempt, pod, built_at);
+            }
         }
     }
 }
@@ -627,7 +643,7 @@ impl Handler<PodWatchEvent> for Supervisor {
             PodWatchEvent::Deleted { name } => {
                 self.ledger.pod_deleted(&name);
                 if let Some(addr) = self.ledger.handle(&name) {
-                    addr.do_send(PodUpdate { observation: None });
+                    addr.do_send(PodUpdate::Gone(name));
                 }
             }
             PodWatchEvent::Failed { error } => {

@@ -26,11 +26,11 @@ use crate::ledger::WorkerStart;
 use crate::lifecycle::{Action, Clock, CreateAnswer, Deadlines, DeleteAnswer, Input, Lifecycle};
 use crate::messages::events::RecordWorkerEvent;
 use crate::messages::supervisor::WorkerReport;
-use crate::messages::worker::{Cancel, DeleteAllowed, PodUpdate, Resync};
+use crate::messages::worker::{Cancel, DeleteAllowed, DeleteStale, PodUpdate, Resync};
 use crate::messages::{Outcome, WorkerFinished};
 use crate::metrics::Metrics;
 use crate::outcome;
-use crate::pods::WorkerIdentity;
+use crate::pods::{PodBuilder, Recipe, WorkerIdentity};
 use crate::retry::{self, Backoff, ErrorClass};
 use crate::settings::Settings;
 use crate::telemetry::traces::{self, Kind, TraceSpan};
@@ -59,6 +59,8 @@ pub struct WorkerEnv {
     pub events: Option<Recipient<RecordWorkerEvent>>,
     /// Open while this replica leads: no create or delete is sent while it is closed.
     pub fence: Arc<Fence>,
+    /// Builds the pod of a worker's next attempt after a disruption.
+    pub builder: Arc<PodBuilder>,
 }
 
 impl WorkerEnv {
@@ -68,6 +70,7 @@ impl WorkerEnv {
             deadlines: Deadlines {
                 pending_timeout: settings.worker.pending_timeout,
                 image_pull_grace: settings.worker.image_pull_grace,
+                max_disruption_retries: settings.worker.max_disruption_retries,
             },
             metrics,
             create_slots: Arc::new(Semaphore::new(
@@ -75,7 +78,15 @@ impl WorkerEnv {
             )),
             events: None,
             fence: Arc::new(Fence::always_open()),
+            builder: Arc::new(PodBuilder::default()),
         }
+    }
+
+    /// Builds later attempts' pods with `builder` (the configured templates and priority
+    /// classes); without it a disrupted worker cannot be retried and ends `lost`.
+    pub fn with_builder(mut self, builder: PodBuilder) -> WorkerEnv {
+        self.builder = Arc::new(builder);
+        self
     }
 
     /// With worker Events recorded through `events` (see
@@ -140,6 +151,7 @@ impl WorkerPodActor {
                 read_at: r,
                 built_at,
                 trace,
+                attempt,
             } => {
                 span = trace.and_then(|parent| start_span(&identity, &parent));
                 pod = Some(match &span {
@@ -151,7 +163,7 @@ impl WorkerPodActor {
                     None => p,
                 });
                 read_at = Some(r);
-                Lifecycle::create(identity, env.deadlines, built_at, clock)
+                Lifecycle::create_attempt(identity, env.deadlines, built_at, attempt, clock)
             }
             WorkerStart::Resume(resume) => {
                 Lifecycle::resume(identity, env.deadlines, *resume, clock)
@@ -266,8 +278,86 @@ impl WorkerPodActor {
                     start.split.starting,
                 ),
                 Action::Fail(reason) => self.fail(reason, ctx),
+                Action::StartAttempt {
+                    attempt,
+                    previous,
+                    delete_previous,
+                    reason,
+                    recipe,
+                } => self.start_attempt(attempt, previous, delete_previous, reason, recipe, ctx),
             }
         }
+    }
+
+    /// The pod `previous` was disrupted: builds attempt `attempt`'s pod, tells the
+    /// Supervisor (before the create is sent, so the watch's view of the new pod finds
+    /// this worker), deletes `previous` when nobody else does, and goes on to create.
+    fn start_attempt(
+        &mut self,
+        attempt: u32,
+        previous: String,
+        delete_previous: bool,
+        reason: String,
+        recipe: Option<Box<Recipe>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let built_at = jiff::Timestamp::now();
+        let identity = self.lifecycle.identity().clone();
+        let built = match recipe {
+            Some(recipe) => self
+                .env
+                .builder
+                .attempt(&identity, attempt, &recipe, built_at),
+            None => Err("the disrupted pod does not say how it was built".into()),
+        };
+        let mut pod = match built {
+            Ok(pod) => pod,
+            Err(why) => {
+                warn!(pod = %previous, task_id = %identity.task_id, %reason, %why, "pod disrupted and cannot be retried");
+                return self.feed(Input::AttemptImpossible(why), ctx);
+            }
+        };
+        info!(pod = %previous, next = %self.lifecycle.pod_name(), task_id = %identity.task_id, attempt, %reason, "pod disrupted; running the worker again in a new pod");
+        if let Some(span) = &self.span {
+            crate::pods::set_env(&mut pod, TRACEPARENT, span.context().to_string());
+        }
+        let pod = Arc::new(pod);
+        self.pod = Some(pod.clone());
+        // pod_create_seconds measures event read -> first create, not a retry.
+        self.read_at = None;
+        self.links.reports.do_send(WorkerReport::Retrying {
+            previous: previous.clone(),
+            attempt,
+            pod,
+            built_at,
+        });
+        if delete_previous {
+            self.delete_stale(previous, ctx);
+        }
+        self.feed(Input::AttemptBuilt { built_at }, ctx);
+    }
+
+    /// Deletes an earlier attempt's pod, best effort: a failure is logged (the pod is
+    /// found again, and deleted, when ottoscaler next lists it).
+    fn delete_stale(&mut self, name: String, ctx: &mut Context<Self>) {
+        let pods = self.env.pods.clone();
+        let task_id = self.lifecycle.identity().task_id.clone();
+        let fence = self.env.fence.clone();
+        let params = DeleteParams::default();
+        let fut = async move {
+            let res = call_with_retry(&fence, &name, &task_id, "delete", || {
+                pods.delete(&name, &params)
+            })
+            .await;
+            match res {
+                Ok(_) => debug!(pod = %name, %task_id, "earlier attempt's pod deleted"),
+                Err(CallError::Api(e)) if retry::status_code(&e) == Some(404) => {}
+                Err(e) => {
+                    warn!(pod = %name, %task_id, error = %e, "could not delete an earlier attempt's pod")
+                }
+            }
+        };
+        ctx.spawn(fut.into_actor(self));
     }
 
     fn cancel_timer(&mut self, ctx: &mut Context<Self>) {
@@ -439,11 +529,23 @@ impl Handler<PodUpdate> for WorkerPodActor {
     type Result = ();
 
     fn handle(&mut self, msg: PodUpdate, ctx: &mut Self::Context) {
-        let input = match msg.observation {
-            Some(obs) => Input::Observed(obs),
-            None => Input::Vanished,
+        let input = match msg {
+            PodUpdate::Seen(obs) => Input::Observed(obs),
+            PodUpdate::Gone(name) if name == self.lifecycle.pod_name() => Input::Vanished,
+            // An earlier attempt's pod went: nothing to do with the current one.
+            PodUpdate::Gone(_) => return,
         };
         self.feed(input, ctx);
+    }
+}
+
+impl Handler<DeleteStale> for WorkerPodActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeleteStale, ctx: &mut Self::Context) {
+        if msg.pod != self.lifecycle.pod_name() {
+            self.delete_stale(msg.pod, ctx);
+        }
     }
 }
 

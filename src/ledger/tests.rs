@@ -38,6 +38,7 @@ fn create() -> WorkerStart {
         read_at: Instant::now(),
         built_at: jiff::Timestamp::now(),
         trace: None,
+        attempt: 1,
     }
 }
 
@@ -265,6 +266,7 @@ fn a_scale_down_picks_pending_before_running_and_skips_reported_ones() {
         duration_ms: 1,
         finished_at: String::new(),
         trace_id: None,
+        attempts: 1,
     };
     assert!(books.reported(&done));
     assert!(!books.reported(&done), "only the first report counts");
@@ -475,6 +477,7 @@ fn create_placed(template: &str, event: &ScaleEvent) -> WorkerStart {
         read_at: Instant::now(),
         built_at: jiff::Timestamp::now(),
         trace: None,
+        attempt: 1,
     }
 }
 
@@ -644,4 +647,156 @@ fn a_high_priority_event_starts_before_older_low_ones() {
     assert!(matches!(books.admit(high, "high"), Admission::Queued));
     books.remove(&pods[0]);
     assert_eq!(next_up(&mut books).map(|e| e.event_id), Some("6-0".into()));
+}
+
+// Retries after a disruption: the worker moves to its next attempt's pod.
+
+/// The observation of `worker`'s pod of `attempt`, with the labels adoption reads.
+fn attempt_of(worker: &WorkerIdentity, attempt: u32, phase: PodPhase) -> PodObservation {
+    PodObservation {
+        task_id: Some(worker.task_id.clone()),
+        worker_index: Some(worker.index),
+        event_id: Some(worker.event_id.clone()),
+        attempt,
+        ..observation(&worker.attempt_pod_name(attempt), phase)
+    }
+}
+
+fn attempt_pod(worker: &WorkerIdentity, attempt: u32) -> Arc<k8s_openapi::api::core::v1::Pod> {
+    let mut pod = k8s_openapi::api::core::v1::Pod::default();
+    pod.metadata.name = Some(worker.attempt_pod_name(attempt));
+    Arc::new(pod)
+}
+
+fn worker_0(event_id: &str, task: &str) -> WorkerIdentity {
+    WorkerIdentity {
+        task_id: task.into(),
+        event_id: event_id.into(),
+        index: 0,
+    }
+}
+
+#[test]
+fn a_retrying_worker_is_known_by_its_new_pod_and_the_old_one_is_never_adopted() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 1), "a");
+    let worker = worker_0("1-0", "t");
+    assert!(books.settle(&pods[0]).is_some());
+    books.acknowledged("1-0");
+    books.retrying(&pods[0], 2, attempt_pod(&worker, 2), jiff::Timestamp::now());
+    let second = worker.attempt_pod_name(2);
+    assert!(books.worker(&pods[0]).is_none());
+    let entry = books.worker(&second).expect("known by the new pod");
+    assert_eq!(entry.attempt, 2);
+    assert!(!entry.settled, "its create is in flight");
+    assert_eq!(books.active(), 1, "still one worker");
+    assert!(books.delete_allowed("1-0"));
+    assert_eq!(books.acknowledged("1-0"), vec![second.clone()]);
+    // The disrupted pod's late views, even with every label, are not adopted.
+    assert!(matches!(
+        route(&mut books, &attempt_of(&worker, 1, PodPhase::Failed)),
+        Route::Ignore(_)
+    ));
+    assert_eq!(
+        route(&mut books, &attempt_of(&worker, 2, PodPhase::Pending)),
+        Route::Worker { first_view: true }
+    );
+    // A restart before the create settled sends it again, as attempt 2.
+    let Some((_, WorkerStart::Create { attempt, pod, .. })) = books.restart(&second, 0) else {
+        panic!("expected a create");
+    };
+    assert_eq!(attempt, 2);
+    assert_eq!(pod.metadata.name.as_deref(), Some(second.as_str()));
+    // Scale_down finds it under its new name.
+    books.settle(&second);
+    let plan = books.scale_down(&down("2-0", "t", None));
+    assert_eq!(plan.cancel, vec![second.clone()]);
+    assert!(books.remove(&second).is_some());
+    assert_eq!(books.active(), 0);
+    // Once the old pod is deleted it is forgotten.
+    books.pod_deleted(&pods[0]);
+    assert!(books.superseded.is_empty());
+}
+
+#[test]
+fn after_a_restart_the_latest_attempt_wins_whatever_order_the_list_shows() {
+    let worker = worker_0("1-0", "t");
+    // Attempt 1 listed first (left Failed by the kubelet's eviction), then attempt 2.
+    let mut books = synced(10);
+    let Route::Adopt(id) = route(&mut books, &attempt_of(&worker, 1, PodPhase::Failed)) else {
+        panic!("adopted");
+    };
+    books.add_worker(
+        id,
+        7,
+        &WorkerStart::Resume(Box::new(Resume {
+            observation: Some(Arc::new(attempt_of(&worker, 1, PodPhase::Failed))),
+            settled: true,
+            ..Resume::default()
+        })),
+    );
+    assert_eq!(
+        route(&mut books, &attempt_of(&worker, 2, PodPhase::Running)),
+        Route::Worker { first_view: true },
+        "the worker of attempt 1 follows attempt 2"
+    );
+    assert_eq!(
+        books.worker(&worker.attempt_pod_name(2)).map(|w| w.attempt),
+        Some(2)
+    );
+    assert_eq!(books.handle(&worker.attempt_pod_name(2)), Some(7));
+    assert_eq!(books.active(), 1);
+    // Its own Retrying (sent before it met attempt 2) changes nothing now.
+    books.retrying(
+        &worker.pod_name(),
+        2,
+        attempt_pod(&worker, 2),
+        jiff::Timestamp::now(),
+    );
+    assert!(
+        books
+            .worker(&worker.attempt_pod_name(2))
+            .is_some_and(|w| w.settled)
+    );
+
+    // Attempt 2 listed first, then the stale attempt 1: its deletion goes to the worker.
+    let mut books = synced(10);
+    let Route::Adopt(id) = route(&mut books, &attempt_of(&worker, 2, PodPhase::Running)) else {
+        panic!("adopted");
+    };
+    let resume = Resume {
+        observation: Some(Arc::new(attempt_of(&worker, 2, PodPhase::Running))),
+        settled: true,
+        ..Resume::default()
+    };
+    books.add_worker(id, 8, &WorkerStart::Resume(Box::new(resume)));
+    assert_eq!(
+        books.worker(&worker.attempt_pod_name(2)).map(|w| w.attempt),
+        Some(2)
+    );
+    assert_eq!(
+        route(&mut books, &attempt_of(&worker, 1, PodPhase::Failed)),
+        Route::Stale {
+            worker: worker.attempt_pod_name(2)
+        }
+    );
+    // Being deleted already: nothing to do.
+    let mut deleting = attempt_of(&worker, 1, PodPhase::Failed);
+    deleting.deleting = true;
+    assert!(matches!(route(&mut books, &deleting), Route::Ignore(_)));
+    assert_eq!(books.active(), 1);
+}
+
+#[test]
+fn a_relist_forgets_superseded_pods_it_no_longer_shows() {
+    let mut books = synced(10);
+    let pods = start(&mut books, up("1-0", "t", 1), "a");
+    let worker = worker_0("1-0", "t");
+    books.settle(&pods[0]);
+    books.retrying(&pods[0], 2, attempt_pod(&worker, 2), jiff::Timestamp::now());
+    assert!(books.superseded.contains(&pods[0]));
+    books.relisting();
+    route(&mut books, &attempt_of(&worker, 2, PodPhase::Running));
+    books.list_done();
+    assert!(books.superseded.is_empty());
 }

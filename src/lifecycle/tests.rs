@@ -11,6 +11,7 @@ use crate::messages::{Outcome, PodObservation, PodPhase, Terminated};
 const DEADLINES: Deadlines = Deadlines {
     pending_timeout: Duration::from_secs(300),
     image_pull_grace: Duration::from_secs(60),
+    max_disruption_retries: 2,
 };
 
 fn identity() -> WorkerIdentity {
@@ -225,6 +226,8 @@ fn a_pod_that_vanishes_is_lost_and_the_worker_ends_once_reported() {
     let actions = w.step(Input::Vanished, c.at(2));
     let result = published(&actions).expect("published");
     assert_eq!(result.outcome, Outcome::Lost);
+    // Vanished without a disruption seen: lost, not retried.
+    assert_eq!(result.attempts, 1);
     assert_eq!(
         result.reason.as_deref(),
         Some("pod disappeared without ottoscaler deleting it")
@@ -508,6 +511,7 @@ fn a_resumed_worker_republishes_its_earlier_result_and_never_decides_again() {
         duration_ms: 10,
         finished_at: c.wall.to_string(),
         trace_id: None,
+        attempts: 1,
     };
     let resume = Resume {
         observation: Some(terminated(PodPhase::Succeeded, 0, "Completed").into()),
@@ -606,14 +610,20 @@ fn created_for_event_at_start(c: &Clocks) -> Lifecycle {
 fn the_first_running_view_records_the_start_once() {
     let c = Clocks::new();
     let mut w = created_for_event_at_start(&c);
-    let actions = w.step(Input::Observed(obs(PodPhase::Pending).into()), c.at(1));
+    // Views of this worker's own pod (its event is not identity()'s).
+    let name = w.pod_name().to_string();
+    let own = |phase| PodObservation {
+        phase,
+        ..PodObservation::pending(&name)
+    };
+    let actions = w.step(Input::Observed(own(PodPhase::Pending).into()), c.at(1));
     assert_eq!(start_of(&actions), None, "not running yet");
     let running = PodObservation {
         created_at: Some(c.wall),
         scheduled_at: Some(c.wall + jiff::SignedDuration::from_secs(1)),
         container_started_at: Some(c.wall + jiff::SignedDuration::from_secs(3)),
         template: Some("gpu".into()),
-        ..obs(PodPhase::Running)
+        ..own(PodPhase::Running)
     };
     let actions = w.step(Input::Observed(running.clone().into()), c.at(4));
     assert_eq!(
@@ -630,7 +640,7 @@ fn the_first_running_view_records_the_start_once() {
     );
     // Later views, a resync's lookup, even a Pending flap: never a second record.
     let mut later = w.step(Input::Observed(running.clone().into()), c.at(5));
-    later.extend(w.step(Input::Observed(obs(PodPhase::Pending).into()), c.at(6)));
+    later.extend(w.step(Input::Observed(own(PodPhase::Pending).into()), c.at(6)));
     later.extend(w.step(Input::Observed(running.into()), c.at(7)));
     assert_eq!(start_of(&later), None);
 }
@@ -675,4 +685,283 @@ fn a_pod_running_when_taken_over_is_not_recorded_but_one_seen_pending_is() {
             starting: None
         }
     );
+}
+
+// Retries after a disruption (eviction, preemption, node loss).
+
+fn recipe() -> Recipe {
+    Recipe {
+        template: "default".into(),
+        metadata: Default::default(),
+        priority: Some("default".into()),
+        tenant: Some("t".into()),
+    }
+}
+
+/// The pod of `attempt`, Running and being disrupted (`deleting`: someone deletes it).
+fn disrupted(attempt: u32, deleting: bool) -> PodObservation {
+    PodObservation {
+        attempt,
+        deleting,
+        disruption: Some(Box::new(crate::messages::watch::Disruption {
+            reason: "DisruptionTarget: PreemptionByScheduler: Preempted".into(),
+            recipe: Some(recipe()),
+        })),
+        ..PodObservation {
+            phase: PodPhase::Running,
+            ..PodObservation::pending(&identity().attempt_pod_name(attempt))
+        }
+    }
+}
+
+fn of_attempt(attempt: u32, phase: PodPhase) -> PodObservation {
+    PodObservation {
+        attempt,
+        phase,
+        ..PodObservation::pending(&identity().attempt_pod_name(attempt))
+    }
+}
+
+/// The StartAttempt a step asked for, if any: (attempt, previous, delete_previous).
+fn start_attempt(actions: &[Action]) -> Option<(u32, String, bool)> {
+    actions.iter().find_map(|a| match a {
+        Action::StartAttempt {
+            attempt,
+            previous,
+            delete_previous,
+            recipe: built_from,
+            ..
+        } => {
+            assert_eq!(built_from.as_deref(), Some(&recipe()));
+            Some((*attempt, previous.clone(), *delete_previous))
+        }
+        _ => None,
+    })
+}
+
+/// Builds and creates the pod of the attempt the worker moved to, at second `at`.
+fn build_and_create(w: &mut Lifecycle, c: &Clocks, at: u64) {
+    assert_eq!(w.pod(), PodState::Building);
+    let actions = w.step(
+        Input::AttemptBuilt {
+            built_at: c.at(at).wall,
+        },
+        c.at(at),
+    );
+    assert_eq!(actions, vec![Action::Create]);
+    let actions = w.step(Input::CreateAnswered(CreateAnswer::Created), c.at(at));
+    assert_eq!(
+        actions.first(),
+        Some(&Action::Settled(Ok(()))),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn a_disrupted_pod_runs_again_in_a_new_pod_and_the_result_counts_the_attempts() {
+    let c = Clocks::new();
+    let mut w = created(&c);
+    w.step(Input::Observed(obs(PodPhase::Running).into()), c.at(1));
+    let actions = w.step(Input::Observed(disrupted(1, true).into()), c.at(2));
+    assert_eq!(
+        start_attempt(&actions),
+        Some((2, identity().pod_name(), false)),
+        "{actions:?}"
+    );
+    assert_eq!(published(&actions), None);
+    assert_eq!(w.attempt(), 2);
+    assert_eq!(w.pod_name(), identity().attempt_pod_name(2));
+    assert_ne!(w.pod_name(), identity().pod_name());
+    // The preempted pod goes; late views of it change nothing.
+    assert_eq!(w.step(Input::Vanished, c.at(2)), vec![]);
+    assert_eq!(
+        w.step(Input::Observed(disrupted(1, true).into()), c.at(2)),
+        vec![]
+    );
+    build_and_create(&mut w, &c, 3);
+    let actions = w.step(
+        Input::Observed(
+            PodObservation {
+                terminated: Some(Terminated {
+                    exit_code: 0,
+                    reason: Some("Completed".into()),
+                }),
+                ..of_attempt(2, PodPhase::Succeeded)
+            }
+            .into(),
+        ),
+        c.at(8),
+    );
+    let result = published(&actions).expect("published");
+    assert_eq!(result.outcome, Outcome::Succeeded);
+    assert_eq!(result.attempts, 2);
+    assert_eq!(result.pod, identity().attempt_pod_name(2));
+    // The duration is the last attempt's: built at 3 s, done at 8 s.
+    assert_eq!(result.duration_ms, 5_000);
+    assert_eq!(w.step(Input::PublishAnswered(Ok(())), c.at(9)), vec![]);
+    assert_eq!(w.step(Input::DeleteAllowed, c.at(9)), vec![Action::Delete]);
+}
+
+#[test]
+fn an_evicted_pod_left_failed_is_deleted_by_the_worker_that_retries_it() {
+    let c = Clocks::new();
+    let mut w = created(&c);
+    let evicted = PodObservation {
+        phase: PodPhase::Failed,
+        pod_reason: Some("Evicted".into()),
+        ..disrupted(1, false)
+    };
+    let actions = w.step(Input::Observed(evicted.into()), c.at(2));
+    assert_eq!(
+        start_attempt(&actions),
+        Some((2, identity().pod_name(), true)),
+        "{actions:?}"
+    );
+    // Not `failed`: the eviction was no fault of the build.
+    assert_eq!(published(&actions), None);
+}
+
+#[test]
+fn after_the_last_retry_a_disruption_ends_the_worker_with_its_outcome_and_the_reason() {
+    let c = Clocks::new();
+    let mut w = created(&c);
+    for attempt in 1..=2 {
+        let actions = w.step(Input::Observed(disrupted(attempt, true).into()), c.at(2));
+        assert_eq!(
+            start_attempt(&actions).map(|a| a.0),
+            Some(attempt + 1),
+            "{actions:?}"
+        );
+        build_and_create(&mut w, &c, 3);
+    }
+    // Attempt 3 of 3 (2 retries): disrupted again, then gone.
+    let actions = w.step(Input::Observed(disrupted(3, true).into()), c.at(4));
+    assert_eq!(start_attempt(&actions), None, "{actions:?}");
+    let result = published(&actions).expect("lost at once: deleted by someone else");
+    assert_eq!(result.outcome, Outcome::Lost);
+    assert_eq!(result.attempts, 3);
+    let reason = result.reason.expect("reason");
+    assert!(
+        reason.contains("PreemptionByScheduler") && reason.contains("no retries left"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn with_retries_off_a_disrupted_pod_is_lost_as_before() {
+    let c = Clocks::new();
+    let deadlines = Deadlines {
+        max_disruption_retries: 0,
+        ..DEADLINES
+    };
+    let (mut w, _) = Lifecycle::create(identity(), deadlines, c.wall, c.at(0));
+    w.step(Input::CreateAnswered(CreateAnswer::Created), c.at(0));
+    let actions = w.step(Input::Observed(disrupted(1, true).into()), c.at(2));
+    assert_eq!(start_attempt(&actions), None);
+    let result = published(&actions).expect("published");
+    assert_eq!(result.outcome, Outcome::Lost);
+    assert_eq!(result.attempts, 1);
+}
+
+#[test]
+fn a_next_attempt_that_cannot_be_built_ends_lost_naming_why() {
+    let c = Clocks::new();
+    let mut w = created(&c);
+    w.step(Input::Observed(disrupted(1, true).into()), c.at(2));
+    let actions = w.step(
+        Input::AttemptImpossible("its pod template \"gpu\" is no longer configured".into()),
+        c.at(2),
+    );
+    let result = published(&actions).expect("published");
+    assert_eq!(result.outcome, Outcome::Lost);
+    assert_eq!(result.attempts, 2);
+    let reason = result.reason.expect("reason");
+    assert!(
+        reason.contains("PreemptionByScheduler") && reason.contains("\"gpu\""),
+        "{reason}"
+    );
+    // No pod of attempt 2 exists: once published, the worker is done.
+    assert_eq!(
+        w.step(Input::PublishAnswered(Ok(())), c.at(3)),
+        vec![Action::Done]
+    );
+    // A build that comes late creates nothing.
+    assert_eq!(
+        w.step(
+            Input::AttemptBuilt {
+                built_at: c.at(3).wall
+            },
+            c.at(3)
+        ),
+        vec![]
+    );
+}
+
+#[test]
+fn a_scale_down_while_the_next_attempt_is_built_cancels_without_a_pod() {
+    let c = Clocks::new();
+    let mut w = created(&c);
+    w.step(Input::Observed(disrupted(1, true).into()), c.at(2));
+    let actions = w.step(Input::Cancel, c.at(2));
+    let result = published(&actions).expect("published");
+    assert_eq!(result.outcome, Outcome::Cancelled);
+    assert_eq!(
+        w.step(
+            Input::AttemptBuilt {
+                built_at: c.at(2).wall
+            },
+            c.at(2)
+        ),
+        vec![]
+    );
+    assert_eq!(
+        w.step(Input::PublishAnswered(Ok(())), c.at(3)),
+        vec![Action::AnswerCancels(Ok(())), Action::Done]
+    );
+}
+
+#[test]
+fn a_worker_meeting_a_later_attempt_of_itself_follows_it() {
+    let c = Clocks::new();
+    // Adopted at attempt 1 after a restart; an earlier incarnation had made attempt 2.
+    let (mut w, _) = Lifecycle::resume(
+        identity(),
+        DEADLINES,
+        Resume {
+            observation: Some(obs(PodPhase::Running).into()),
+            settled: true,
+            ..Resume::default()
+        },
+        c.at(0),
+    );
+    let actions = w.step(
+        Input::Observed(of_attempt(2, PodPhase::Running).into()),
+        c.at(1),
+    );
+    assert_eq!(w.attempt(), 2);
+    assert_eq!(w.pod_name(), identity().attempt_pod_name(2));
+    assert_eq!(w.pod(), PodState::Present);
+    assert_eq!(actions, vec![Action::Settled(Ok(()))]);
+    // The earlier attempt is history now.
+    assert_eq!(
+        w.step(Input::Observed(obs(PodPhase::Failed).into()), c.at(2)),
+        vec![]
+    );
+}
+
+#[test]
+fn a_worker_resumed_at_a_later_attempt_looks_up_that_attempts_pod() {
+    let c = Clocks::new();
+    let (w, actions) = Lifecycle::resume(
+        identity(),
+        DEADLINES,
+        Resume {
+            attempt: 3,
+            settled: true,
+            ..Resume::default()
+        },
+        c.at(0),
+    );
+    assert_eq!(actions, vec![Action::Lookup]);
+    assert_eq!(w.pod_name(), identity().attempt_pod_name(3));
 }

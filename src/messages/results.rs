@@ -70,6 +70,8 @@ pub struct WorkerFinished {
     /// The worker's trace (32 hex digits) when traces are exported; `None` otherwise,
     /// and then the entry has no `trace_id` field.
     pub trace_id: Option<String>,
+    /// Pods the worker ran: 1, plus one per disruption it was retried after.
+    pub attempts: u32,
 }
 
 impl WorkerFinished {
@@ -90,6 +92,7 @@ impl WorkerFinished {
         }
         f.push(("duration_ms", self.duration_ms.to_string()));
         f.push(("finished_at", self.finished_at.clone()));
+        f.push(("attempts", self.attempts.max(1).to_string()));
         if let Some(trace_id) = &self.trace_id {
             f.push(("trace_id", trace_id.clone()));
         }

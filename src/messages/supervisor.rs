@@ -2,7 +2,10 @@
 //! [`WorkerFinished`](super::WorkerFinished) and [`PodWatchEvent`](super::PodWatchEvent)),
 //! and its answers.
 
+use std::sync::Arc;
+
 use actix::Message;
+use k8s_openapi::api::core::v1::Pod;
 use thiserror::Error;
 
 /// The event's effect is durable in Kubernetes: the sender may acknowledge it now.
@@ -43,7 +46,7 @@ pub struct EventAcknowledged {
 }
 
 /// What a worker tells its Supervisor about its lifecycle.
-#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[derive(Debug, Clone, PartialEq, Message)]
 #[rtype(result = "()")]
 pub enum WorkerReport {
     /// The worker's create request settled: the pod exists (created now or found), or it
@@ -55,6 +58,14 @@ pub enum WorkerReport {
     },
     /// The worker's result is published and its pod gone: it is done.
     Gone { pod: String },
+    /// The pod `previous` was disrupted: the worker runs attempt `attempt` in `pod`
+    /// (built at `built_at`), which it creates next. From now on it reports as that pod.
+    Retrying {
+        previous: String,
+        attempt: u32,
+        pod: Arc<Pod>,
+        built_at: jiff::Timestamp,
+    },
     /// The worker actor stopped. Unless it said `Gone` first (`error` is `None`), the
     /// Supervisor restarts it with backoff, resuming from the pod's real state.
     Stopped {

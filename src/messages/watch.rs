@@ -62,6 +62,21 @@ pub struct PodObservation {
     pub tenant: Option<String>,
     /// `metadata.deletionTimestamp` is set: the pod is being deleted.
     pub deleting: bool,
+    /// Which attempt of its worker the pod is (`ottoscaler.io/attempt`; 1 without it).
+    pub attempt: u32,
+    /// The pod is being disrupted: evicted, preempted or taken down with its node.
+    /// Boxed: it is rare, and most observations should stay small.
+    pub disruption: Option<Box<Disruption>>,
+}
+
+/// Why a pod is going away through no fault of its own, and how to build it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disruption {
+    /// For the result's reason, e.g. `DisruptionTarget: PreemptionByScheduler: Preempted
+    /// by ...` or `Evicted: The node was low on resource: memory.`
+    pub reason: String,
+    /// From the pod's annotations: how its next attempt is built (`None`: it cannot be).
+    pub recipe: Option<crate::pods::Recipe>,
 }
 
 impl PodObservation {
@@ -86,6 +101,8 @@ impl PodObservation {
             priority: None,
             tenant: None,
             deleting: false,
+            attempt: 1,
+            disruption: None,
         }
     }
 }

@@ -6,12 +6,23 @@ use std::sync::Arc;
 
 use super::PodObservation;
 
-/// The shared watch saw the worker's pod change (`Some`) or disappear (`None`). The
+/// The shared watch saw the worker's pod change, or a pod of it disappear. The
 /// observation is shared with the Supervisor's books: one copy per worker, not two.
 #[derive(Debug, Clone, PartialEq, Message)]
 #[rtype(result = "()")]
-pub struct PodUpdate {
-    pub observation: Option<Arc<PodObservation>>,
+pub enum PodUpdate {
+    Seen(Arc<PodObservation>),
+    /// The pod of this name is gone (an earlier attempt's, when it no longer is the
+    /// worker's current pod).
+    Gone(String),
+}
+
+/// An earlier attempt's pod of this worker was found left behind (not being deleted):
+/// delete it.
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct DeleteStale {
+    pub pod: String,
 }
 
 /// The watch had a gap and re-listed without this pod: confirm with a GET whether it is

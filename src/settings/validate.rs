@@ -8,6 +8,9 @@ use url::Url;
 
 use super::{DEFAULT_TEMPLATE, Settings, TemplateSettings, TolerationSettings};
 
+/// The most `worker.max_disruption_retries` may be.
+pub const MAX_DISRUPTION_RETRIES: u32 = 10;
+
 /// A setting that cannot be used. The message always starts with the key (or the config
 /// file) so an operator knows what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +145,15 @@ impl Settings {
         telemetry.validate()?;
         scheduling.validate(priorities)?;
         positive("worker.image_pull_grace", worker.image_pull_grace)?;
+        if worker.max_disruption_retries > MAX_DISRUPTION_RETRIES {
+            return Err(ConfigError::invalid(
+                "worker.max_disruption_retries",
+                format!(
+                    "({}) must be at most {MAX_DISRUPTION_RETRIES}: a build disrupted that often needs a person, not another pod",
+                    worker.max_disruption_retries
+                ),
+            ));
+        }
         // activeDeadlineSeconds is whole seconds and must be at least 1.
         if worker.run_timeout < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
@@ -505,6 +517,10 @@ mod tests {
             (
                 "worker.run_timeout",
                 Box::new(|s| s.worker.run_timeout = Duration::from_millis(500)),
+            ),
+            (
+                "worker.max_disruption_retries",
+                Box::new(|s| s.worker.max_disruption_retries = MAX_DISRUPTION_RETRIES + 1),
             ),
             ("templates.default", Box::new(|s| s.templates.clear())),
             (

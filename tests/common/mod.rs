@@ -246,16 +246,21 @@ impl Harness {
         let templates: BTreeMap<String, PodTemplate> =
             resolve_templates(&settings).expect("test templates resolve");
         let collector = Collector(results.clone()).start();
+        let rules = Rules::from_settings(&settings);
+        let builder = ::ottoscaler::pods::PodBuilder {
+            templates: templates.clone(),
+            priority_class_names: rules.priority_class_names.clone(),
+        };
         let config = SupervisorConfig {
             worker_env: Arc::new(
-                WorkerEnv::new(actor_pods.clone(), &settings, metrics.clone()).with_events(
-                    event_recorder::start(
+                WorkerEnv::new(actor_pods.clone(), &settings, metrics.clone())
+                    .with_builder(builder)
+                    .with_events(event_recorder::start(
                         actors_client.unwrap_or_else(|| client.clone()),
                         &namespace,
                         &settings,
                         metrics.clone(),
-                    ),
-                ),
+                    )),
             ),
             templates,
             max_workers: settings.limits.max_workers as usize,
@@ -263,7 +268,7 @@ impl Harness {
             restart_backoff,
             results: collector.recipient(),
             pending_checker: None,
-            rules: Rules::from_settings(&settings),
+            rules,
             metrics: metrics.clone(),
         };
         let supervisor = if standby {
