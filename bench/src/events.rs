@@ -102,10 +102,11 @@ pub async fn wait_len(
     }
 }
 
-/// One published result: its entry id and outcome.
+/// One published result: its entry id, the event it answers and the outcome.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub id: String,
+    pub event_id: String,
     pub outcome: String,
 }
 
@@ -127,6 +128,7 @@ pub async fn results(con: &mut MultiplexedConnection, stream: &str) -> Result<Ve
         .into_iter()
         .map(|entry| Published {
             outcome: entry.get::<String>("outcome").unwrap_or_default(),
+            event_id: entry.get::<String>("event_id").unwrap_or_default(),
             id: entry.id,
         })
         .collect())
