@@ -146,11 +146,20 @@ fn field<'a>(group: &'a Value, key: &str) -> Option<&'a Value> {
     }
 }
 
+/// `cmd` (its first word named in errors), as JSON.
 async fn query(con: &mut MultiplexedConnection, cmd: &redis::Cmd) -> Result<Value> {
+    let name = cmd
+        .args_iter()
+        .next()
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            _ => "a Redis command".to_string(),
+        })
+        .unwrap_or_default();
     let value: redis::Value = tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async(con))
         .await
-        .context("Redis command timed out")?
-        .context("Redis command failed")?;
+        .with_context(|| format!("{name} timed out"))?
+        .with_context(|| format!("{name} failed"))?;
     Ok(to_json(&value))
 }
 

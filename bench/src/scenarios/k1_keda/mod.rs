@@ -432,7 +432,9 @@ fn keda_summary(run: &Run) -> Value {
     json!({
         "entries": run.ids.len(),
         "pods_created": run.measured.pods.len(),
-        "jobs_created": run.measured.requests.get("POST jobs").copied().unwrap_or(0.0),
+        "jobs_created": run.measured.jobs_created,
+        "job_creates_not_201": run.measured.requests.get("POST jobs").copied().unwrap_or(0.0)
+            - run.measured.jobs_created,
         "agent_runs": run.tally.runs,
         "entries_acknowledged": run.tally.consumed,
         "runs_without_an_entry": run.tally.empty,

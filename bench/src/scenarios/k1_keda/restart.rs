@@ -226,6 +226,7 @@ mod tests {
             measured: Measured {
                 pods,
                 requests: BTreeMap::new(),
+                jobs_created: 0.0,
                 cpu_seconds: None,
                 own_requests: None,
             },

@@ -292,6 +292,8 @@ pub struct Measured {
     pub pods: Vec<PodTimes>,
     /// apiserver_request_total over the run, watches excluded, by `VERB resource`.
     pub requests: BTreeMap<String, f64>,
+    /// Jobs the API server created in the run (`POST jobs` answered 201; KEDA's).
+    pub jobs_created: f64,
     /// CPU seconds of the system's processes over the run (None after a crash: the
     /// process changed).
     pub cpu_seconds: Option<f64>,
@@ -332,10 +334,9 @@ impl Window {
         pid: u32,
         own: impl AsyncFnOnce() -> Result<f64>,
     ) -> Result<Measured> {
-        let requests = apiserver::scrape(&env.client())
+        let delta = apiserver::scrape(&env.client())
             .await?
-            .since(&self.requests)
-            .by_resource();
+            .since(&self.requests);
         let same_process = self.cpu.first().map(|(p, _)| *p) == Some(pid);
         let own_requests = if same_process {
             Some(own().await? - self.own_requests)
@@ -349,7 +350,8 @@ impl Window {
                 .filter(|(name, _)| !self.pods.contains(name))
                 .map(|(_, t)| t)
                 .collect(),
-            requests,
+            requests: delta.by_resource(),
+            jobs_created: delta.count("POST", "jobs", "201"),
             cpu_seconds: same_process.then(|| cpu_since(&self.cpu)),
             own_requests,
         })
