@@ -114,6 +114,20 @@ impl RequestCounts {
         by
     }
 
+    /// Requests with this verb on this resource (no subresource) answered `code`.
+    pub fn count(&self, verb: &str, resource: &str, code: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(c, _)| {
+                c.verb == verb
+                    && c.resource == resource
+                    && c.subresource.is_empty()
+                    && c.code == code
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Requests on `pods` itself (no subresource), watches excluded, by `VERB code`.
     pub fn pod_requests(&self) -> BTreeMap<String, f64> {
         let mut by_verb = BTreeMap::new();

@@ -133,6 +133,21 @@ fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'
     }
 }
 
+/// Entries sent at a steady rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paced {
+    /// Entries per second.
+    pub rate: u32,
+    /// Seconds of sending.
+    pub seconds: u32,
+}
+
+impl Paced {
+    pub fn count(&self) -> u32 {
+        self.rate * self.seconds
+    }
+}
+
 /// The sizes of one run.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -147,6 +162,12 @@ pub struct Plan {
     pub cost_run_seconds: Vec<u32>,
     /// K1: (events per second, seconds of sending) per rate, for both systems.
     pub peer_rates: Vec<(u32, u32)>,
+    /// K1 restart: each system gets `rate` entries/s for `seconds` and is SIGKILLed
+    /// (and started again) half-way through.
+    pub peer_restart: Paced,
+    /// K1 with KEDA's default pollingInterval: the seconds of the interval, and the
+    /// entries (its rate is one of `peer_rates`, whose ottoscaler run it is shown with).
+    pub peer_slow_polling: (u32, Paced),
     /// B4: worker counts at which the peak RSS is read (ascending).
     pub memory_steps: Vec<u32>,
     /// B5: live pods a fresh instance adopts (one of `memory_steps`).
@@ -163,6 +184,17 @@ impl Plan {
             cost_workers: 50,
             cost_run_seconds: vec![1, 60],
             peer_rates: vec![(10, 20), (25, 10)],
+            peer_restart: Paced {
+                rate: 10,
+                seconds: 30,
+            },
+            peer_slow_polling: (
+                30,
+                Paced {
+                    rate: 10,
+                    seconds: 90,
+                },
+            ),
             memory_steps: vec![1000, 5000, 10_000],
             restart_pods: 5000,
         }
@@ -177,6 +209,17 @@ impl Plan {
             cost_workers: 5,
             cost_run_seconds: vec![1, 2],
             peer_rates: vec![(10, 2), (25, 1)],
+            peer_restart: Paced {
+                rate: 10,
+                seconds: 4,
+            },
+            peer_slow_polling: (
+                5,
+                Paced {
+                    rate: 10,
+                    seconds: 6,
+                },
+            ),
             memory_steps: vec![50, 100],
             restart_pods: 100,
         }
@@ -239,6 +282,14 @@ mod tests {
             .expect("parse")
             .expect("args");
         assert!(only.runs("K1") && !only.runs("B1"));
+    }
+
+    #[test]
+    fn the_slow_polling_rate_has_an_ottoscaler_run() {
+        for plan in [Plan::full(), Plan::quick()] {
+            let (_, paced) = plan.peer_slow_polling;
+            assert!(plan.peer_rates.iter().any(|(rate, _)| *rate == paced.rate));
+        }
     }
 
     #[test]

@@ -13,12 +13,21 @@ const PIPELINE: usize = 500;
 /// Every Redis command of the harness gets this long.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A connection whose commands the harness bounds itself (each with a timeout of its
+/// own): the client's default 500 ms response timeout is raised to theirs, as a loaded 2-core
+/// machine exceeds it now and then.
 pub async fn connect(url: &str) -> Result<MultiplexedConnection> {
     let client = redis::Client::open(url).context("redis url")?;
-    tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection())
-        .await
-        .context("connecting to redis-server timed out")?
-        .context("cannot connect to redis-server")
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT));
+    tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await
+    .context("connecting to redis-server timed out")?
+    .context("cannot connect to redis-server")
 }
 
 fn scale_up_cmd(stream: &str, task_id: &str, pod_count: u32) -> redis::Cmd {
@@ -102,10 +111,11 @@ pub async fn wait_len(
     }
 }
 
-/// One published result: its entry id and outcome.
+/// One published result: its entry id, the event it answers and the outcome.
 #[derive(Debug, Clone)]
 pub struct Published {
     pub id: String,
+    pub event_id: String,
     pub outcome: String,
 }
 
@@ -127,6 +137,7 @@ pub async fn results(con: &mut MultiplexedConnection, stream: &str) -> Result<Ve
         .into_iter()
         .map(|entry| Published {
             outcome: entry.get::<String>("outcome").unwrap_or_default(),
+            event_id: entry.get::<String>("event_id").unwrap_or_default(),
             id: entry.id,
         })
         .collect())

@@ -21,6 +21,8 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 const KUBECTL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time the operator gets after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// What the operator logs once it (re)started a ScaledJob's scale loop.
+const SCALE_LOOP_STARTED: &str = "Initializing Scaling logic according to ScaledJob Specification";
 
 /// The built operator: the directory `build.sh` printed.
 #[derive(Debug, Clone)]
@@ -226,6 +228,34 @@ impl Operator {
             );
         }
         Ok(())
+    }
+
+    /// How many scale loops the operator started so far, by its log (`Initializing
+    /// Scaling logic`, once per reconcile of a new or changed ScaledJob; the log is
+    /// shared by a restarted operator).
+    pub fn scale_loops_started(&self) -> usize {
+        std::fs::read_to_string(self.child.log_path())
+            .map(|log| log.matches(SCALE_LOOP_STARTED).count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the operator started more than `before` scale loops (see
+    /// [`Operator::scale_loops_started`]): a changed ScaledJob is in effect.
+    pub async fn wait_scale_loop(&mut self, before: usize, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.scale_loops_started() <= before {
+            self.check_alive()?;
+            if tokio::time::Instant::now() >= deadline {
+                bail!("keda-operator started no new scale loop within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash ends it (jobs and the ScaledJob stay), and reap it.
+    pub fn kill(&mut self) {
+        self.child.kill();
     }
 
     /// SIGTERM, then wait (SIGKILL after a grace period).

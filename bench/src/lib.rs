@@ -20,6 +20,8 @@
 //! - [`ceiling`]: the bare kube-rs client program B1, B2 and B6 compare against (the
 //!   stock kube client, not ottoscaler's tuned transport: a reference, not a ceiling).
 //! - [`keda`]: the KEDA operator of K1: build, CRDs, process, ScaledJob.
+//! - [`consumer_group`]: K1's view of a Redis consumer group: KEDA's job agent (read
+//!   and acknowledge one entry), and which entries of a run were never acknowledged.
 //! - [`procfs`]: peak RSS and CPU time of a process.
 //! - [`machine`]: what the numbers were measured on.
 //! - [`stats`], [`http`]: percentiles; a minimal HTTP GET for ottoscaler's endpoints.
@@ -30,6 +32,7 @@ pub mod apiserver;
 pub mod args;
 pub mod bench_env;
 pub mod ceiling;
+pub mod consumer_group;
 pub mod events;
 pub mod http;
 pub mod keda;

@@ -203,6 +203,12 @@ impl Otto {
         self.child.log_tail(4000)
     }
 
+    /// SIGKILL, as a crash ends it (no shutdown: the Lease, pending entries and pods
+    /// stay as they are), and reap it.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
     /// SIGTERM, then wait for the exit (SIGKILL after a grace period); the exit status.
     pub async fn stop(mut self) -> Result<Option<i32>> {
         tokio::task::spawn_blocking(move || {

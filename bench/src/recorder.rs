@@ -35,6 +35,9 @@ pub struct PodTimes {
     /// First seen with a deletionTimestamp, or DELETED, whichever came first.
     pub deleting_us: Option<i64>,
     pub gone_us: Option<i64>,
+    /// The uids seen under this name: two mean the pod was created a second time after
+    /// the first was deleted.
+    pub uids: Vec<String>,
 }
 
 /// How many pods reached each state; waiters watch these.
@@ -255,6 +258,11 @@ impl State {
                 ..PodTimes::default()
             }
         });
+        if let Some(uid) = &pod.metadata.uid
+            && !times.uids.contains(uid)
+        {
+            times.uids.push(uid.clone());
+        }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Running" | "Succeeded" | "Failed")) && times.running_us.is_none() {
             times.running_us = Some(now);
@@ -349,6 +357,22 @@ mod tests {
             }
         );
         assert!(s.sample.is_some());
+    }
+
+    #[test]
+    fn a_name_created_twice_keeps_both_uids() {
+        let with_uid = |uid: &str| {
+            let mut p = pod("a", "Running", false);
+            p.metadata.uid = Some(uid.into());
+            p
+        };
+        let mut s = State::default();
+        s.apply(Event::Apply(with_uid("u1")), 10);
+        s.apply(Event::Apply(with_uid("u1")), 11);
+        s.apply(Event::Delete(with_uid("u1")), 20);
+        s.apply(Event::Apply(with_uid("u2")), 30);
+        assert_eq!(s.pods["a"].uids, vec!["u1".to_string(), "u2".to_string()]);
+        assert_eq!(s.counts.seen, 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::{RateLine, Report, Row};
+use super::{KEDA_PLOT, RateLine, Report, Row};
 
 pub fn render(report: &Report) -> String {
     let mut md = String::new();
@@ -142,10 +142,12 @@ fn versus_keda(md: &mut String, report: &Report) {
     }
     md.push_str(
         "\n## Versus KEDA\n\nK1: the same one-pod entries at the same rate to ottoscaler and \
-         to KEDA's ScaledJob (redis-streams scaler, `lagCount` 1, pollingInterval 1 s), \
-         on the same control plane, Redis and machine, in this run; the harness plays \
-         KEDA's job agent (XREADGROUP + XACK of one entry when a job's pod runs). Ratio: \
-         ottoscaler / KEDA (below 1: ottoscaler lower). Settings in results.json.\n\n\
+         to KEDA's ScaledJob (redis-streams scaler, `lagCount` 1, pollingInterval 1 s, \
+         then KEDA's default 30 s where a row says so), on the same control plane, Redis \
+         and machine, in this run; the harness plays KEDA's job agent (XREADGROUP + XACK \
+         of one entry when a job's pod runs). The restart rows SIGKILL each system \
+         half-way through a run and start it again at once. Ratio: ottoscaler / KEDA \
+         (below 1: ottoscaler lower). Settings in results.json.\n\n\
          | what | ottoscaler | KEDA | ratio |\n|---|---|---|---|\n",
     );
     for row in rows {
@@ -156,6 +158,13 @@ fn versus_keda(md: &mut String, report: &Report) {
             value_text(row),
             baseline_text(row),
             row.ratio().map_or("–".into(), ratio_text),
+        );
+    }
+    if report.has_peers() {
+        let _ = writeln!(
+            md,
+            "\n![K1: XADD -> pod created p50 and p99 by rate, and the distributions, \
+             ottoscaler and KEDA]({KEDA_PLOT})"
         );
     }
 }
@@ -263,6 +272,19 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("| K1 |"), "{md}");
+        assert!(
+            !md.contains("benchmarks-keda.png"),
+            "no samples, no plot: {md}"
+        );
+        let mut with_samples = report;
+        with_samples.sections[0]
+            .peers
+            .push(super::super::PeerLatency {
+                system: "ottoscaler".into(),
+                rate: 10,
+                samples: vec![9.0],
+            });
+        assert!(render(&with_samples).contains("](benchmarks-keda.png)"));
     }
 
     #[test]

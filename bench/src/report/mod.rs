@@ -13,6 +13,9 @@ use serde_json::{Map, Value};
 
 use crate::args::Args;
 
+/// The K1 plot, next to benchmarks.md.
+pub const KEDA_PLOT: &str = "benchmarks-keda.png";
+
 /// Which way a target points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
@@ -168,6 +171,17 @@ pub struct Section {
     pub memory: Vec<(u32, f64)>,
     /// B1 and B6 rate by rate, ottoscaler's run next to the bare kube-rs client's.
     pub rates: Vec<RateLine>,
+    /// K1: each system's XADD -> pod created samples by rate (`benchmarks-keda.png`).
+    pub peers: Vec<PeerLatency>,
+}
+
+/// K1: one system's XADD -> pod created samples (ms) at one rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerLatency {
+    /// `ottoscaler`, or `KEDA, pollingInterval N s`.
+    pub system: String,
+    pub rate: u32,
+    pub samples: Vec<f64>,
 }
 
 /// B1 and B6 at one event rate: ottoscaler's run and the bare kube-rs client's (the
@@ -243,11 +257,17 @@ impl Report {
         }
     }
 
+    /// Whether K1 measured any latency (then `benchmarks-keda.png` is drawn).
+    pub fn has_peers(&self) -> bool {
+        self.sections.iter().any(|s| !s.peers.is_empty())
+    }
+
     pub fn rows(&self) -> impl Iterator<Item = &Row> {
         self.sections.iter().flat_map(|s| s.rows.iter())
     }
 
-    /// Writes results.json, benchmarks.md and benchmarks.png.
+    /// Writes results.json, benchmarks.md and benchmarks.png (and benchmarks-keda.png
+    /// when K1 ran).
     pub fn write(&self, args: &Args) -> Result<()> {
         let results = args.results_path();
         let docs = args.docs_dir();
@@ -274,6 +294,13 @@ impl Report {
             md.display(),
             png.display()
         );
+        if self.has_peers() {
+            let png = docs.join(KEDA_PLOT);
+            match plot::render_keda(self, &png) {
+                Ok(()) => eprintln!("bench: wrote {}", png.display()),
+                Err(err) => eprintln!("bench: no K1 plot ({err:#})"),
+            }
+        }
         Ok(())
     }
 
