@@ -266,6 +266,47 @@ mod tests {
     }
 
     #[test]
+    fn ha_and_fairness_rows_go_in_the_main_table() {
+        let report = Report {
+            command: "bench --only H1,F1".into(),
+            date: "2026-12-03T00:00:00Z".into(),
+            quick: false,
+            duration: std::time::Duration::from_secs(1),
+            machine: serde_json::json!({ "cores": 2 }),
+            sections: vec![super::super::Section {
+                rows: vec![
+                    Row::new(
+                        "H1",
+                        "intake gap max of 6, Lease 15s/10s/2s (defaults)",
+                        0.61,
+                        "s",
+                    )
+                    .target(super::super::Target::at_most(2.0)),
+                    Row::new(
+                        "F1",
+                        "tenant B's queue wait p99, fair (baseline fifo)",
+                        1.2,
+                        "s",
+                    )
+                    .baseline(24.0),
+                ],
+                ..super::super::Section::default()
+            }],
+        };
+        let md = render(&report);
+        assert!(
+            md.contains(
+                "| H1 | intake gap max of 6, Lease 15s/10s/2s (defaults) | 0.61 s | <= 2 s | – | – | yes |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| F1 | tenant B's queue wait p99, fair (baseline fifo) | 1.20 s | – | 24.0 s | 0.05 | – |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn small_ratios_keep_their_digits() {
         assert_eq!(ratio_text(0.26), "0.26");
         assert_eq!(ratio_text(0.0312), "0.031");
