@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use crate::scenarios::ha::Lease;
+
 pub const USAGE: &str = "\
 usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,H1,...] [--peers]
 
@@ -157,9 +159,11 @@ pub struct Plan {
     /// H1: SIGTERMs of the leader, one every `handover_phase` of load.
     pub handovers: u32,
     pub handover_phase: Duration,
-    /// H2: kill -9s of the leader, one every `kill_phase` of load.
+    /// H2: kill -9s of the leader, one every `kill_phase` of load, on a Lease with
+    /// these timings.
     pub kills: u32,
     pub kill_phase: Duration,
+    pub failover_lease: Lease,
     /// F1: tenant A's events at once, tenant B's at 1/s, and `limits.max_workers`.
     pub fairness_flood: u32,
     pub fairness_latecomers: u32,
@@ -182,6 +186,7 @@ impl Plan {
             handover_phase: Duration::from_secs(3),
             kills: 4,
             kill_phase: Duration::from_secs(6),
+            failover_lease: Lease::SHORT,
             fairness_flood: 300,
             fairness_latecomers: 20,
             fairness_max_workers: 10,
@@ -203,6 +208,7 @@ impl Plan {
             handover_phase: Duration::from_secs(2),
             kills: 1,
             kill_phase: Duration::from_secs(4),
+            failover_lease: Lease::QUICK,
             fairness_flood: 12,
             fairness_latecomers: 2,
             fairness_max_workers: 4,

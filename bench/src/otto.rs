@@ -157,6 +157,11 @@ impl Otto {
         self.child.pid()
     }
 
+    /// `Some(status)` once the process has exited (by itself, or killed).
+    pub fn try_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_exited()
+    }
+
     /// Waits until `/readyz` answers 200 and the instance leads (`ottoscaler_leader 1`:
     /// a standby is ready too, but reads nothing); returns the time since the process
     /// started.

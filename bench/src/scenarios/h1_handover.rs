@@ -56,6 +56,7 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Vec<Row>> {
         ids,
         tally,
         cpu,
+        exited,
         replicas,
     } = run.finish().await?;
 
@@ -105,6 +106,7 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Vec<Row>> {
                 "leader_exit_codes",
                 serde_json::to_value(&exit_codes).unwrap_or_default(),
             )
+            .detail("replicas_exited_by_themselves", exited.clone())
             .detail("cpu_seconds", cpu.clone())
     })
 }

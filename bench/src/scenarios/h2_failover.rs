@@ -2,7 +2,8 @@
 //! under ~20 one-pod events/s; N times the leader is killed (`kill -9`) while it holds
 //! pending entries, and a new process joins as the standby. Per kill: the kill to the
 //! new leader's first read (its log). The Lease timings are tests/ha.rs's short ones
-//! (3s/2s/500ms): with the defaults each kill would cost ~17 s of the bench's budget.
+//! (3s/2s/500ms; `--quick` 5s/4s/1s, see [`Plan::failover_lease`]): with the defaults
+//! each kill would cost ~17 s of the bench's budget.
 //! `redis.claim_idle` is 10 minutes, so only the take-over's immediate claim can finish
 //! the dead leader's entries within the run; each of them must finish exactly once.
 
@@ -19,25 +20,27 @@ use crate::bench_env::BenchEnv;
 use crate::events::{self, Tally};
 use crate::report::{Row, Section, Target};
 
-const LEASE: Lease = Lease::SHORT;
-
-fn labels(kills: u32) -> [String; 2] {
+fn labels(kills: u32, lease: Lease) -> [String; 2] {
     let what = "crash fail-over (kill -9), kill to first read";
-    ha::labels(what, kills, LEASE, "short, not the defaults")
+    ha::labels(what, kills, lease, "short, not the defaults")
 }
 
 pub async fn run(env: &BenchEnv, plan: &Plan) -> Section {
-    section_of("H2", &labels(plan.kills), measure(env, plan).await)
+    section_of(
+        "H2",
+        &labels(plan.kills, plan.failover_lease),
+        measure(env, plan).await,
+    )
 }
 
 async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Vec<Row>> {
-    let (n, phase) = (plan.kills, plan.kill_phase);
+    let (n, phase, lease) = (plan.kills, plan.kill_phase, plan.failover_lease);
     let extra = [
         ("OTTOSCALER_REDIS__CLAIM_IDLE", "10m".to_string()),
         // Every take-over reads what was pending again: more deliveries than usual.
         ("OTTOSCALER_REDIS__MAX_DELIVERIES", "30".to_string()),
     ];
-    let mut run = HaRun::start(env, "h2", (LEASE, &extra), phase, n).await?;
+    let mut run = HaRun::start(env, "h2", (lease, &extra), phase, n).await?;
     let mut con = events::connect(&env.redis.url()).await?;
     let mut kills = Vec::new();
     let mut held: HashSet<String> = HashSet::new();
@@ -52,7 +55,7 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Vec<Row>> {
         leader.kill().await?;
         let new = run
             .replicas
-            .take_over(LEASE.duration + Duration::from_secs(15))
+            .take_over(lease.duration + Duration::from_secs(15))
             .await
             .with_context(|| format!("fail-over {k}"))?;
         kills.push((killed_at, new, held_now));
@@ -83,11 +86,13 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Vec<Row>> {
         to_read.push(ha::seconds(*killed_at, first_read));
     }
     end.replicas.stop().await?;
-    let goal = LEASE.duration.as_secs_f64() + 2.0;
+    let goal = lease.duration.as_secs_f64() + 2.0;
     let method = format!(
         "Two ottoscaler processes elect their leader on a Lease with short timings \
-         (ha.lease_duration 3s, renew_deadline 2s, retry_period 500ms, tests/ha.rs's; the \
-         defaults 15s/10s/2s would make each kill cost ~17 s) while the harness XADDs \
+         (ha.lease_duration/renew_deadline/retry_period {lease}; a full run uses \
+         tests/ha.rs's 3s/2s/500ms, --quick 5s/4s/1s, which a debug build on a loaded \
+         machine keeps; the defaults 15s/10s/2s would make each kill cost ~17 s) while \
+         the harness XADDs \
          ~{rate} one-pod scale_up events/s (pods run 1 s). Every {phase} s, once the leader \
          holds pending entries (XPENDING of its consumer), it gets SIGKILL, and once the \
          standby leads a new process joins as the standby; kills: {n}. Per kill: the time \
@@ -98,17 +103,18 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Vec<Row>> {
          the entries pending on the killed leaders separately.",
         rate = ha::RATE,
         phase = phase.as_secs(),
+        lease = lease.text(),
     );
     let shortfall = end.tally.shortfall().or_else(|| {
         held_tally
             .shortfall()
             .map(|s| format!("killed leaders' pending entries: {s}"))
     });
-    ha::rows("H2", labels(n), &to_read, |row| {
+    ha::rows("H2", labels(n, lease), &to_read, |row| {
         row.target(Target::at_most(goal))
             .shortfall(shortfall.clone())
             .method(method.clone())
-            .detail("lease", LEASE.text())
+            .detail("lease", lease.text())
             .detail("claim_idle", "10m")
             .detail("kills", n)
             .detail(
@@ -118,6 +124,7 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Vec<Row>> {
             .detail("killed_leaders_entries_results", held_tally.json())
             .detail("events", end.ids.len())
             .detail("results_per_worker", end.tally.json())
+            .detail("replicas_exited_by_themselves", end.exited.clone())
             .detail("cpu_seconds", end.cpu.clone())
     })
 }

@@ -60,6 +60,14 @@ impl Lease {
         renew_deadline: "2s",
         retry_period: "500ms",
     };
+    /// Short, with twice [`Lease::SHORT`]'s renew deadline: what the `--quick` smoke run
+    /// uses, as a debug build under a take-over's burst on a loaded machine has missed
+    /// 2 s (both new leaders of a run exited 1, one after the other).
+    pub const QUICK: Lease = Lease {
+        duration: Duration::from_secs(5),
+        renew_deadline: "4s",
+        retry_period: "1s",
+    };
 
     /// e.g. `15s/10s/2s`.
     pub fn text(&self) -> String {
@@ -166,6 +174,27 @@ impl<'a> Replicas<'a> {
         self.live.pop_front().context("no replica")
     }
 
+    /// The live replicas that exited by themselves (a leader that could not renew the
+    /// Lease within `ha.renew_deadline` exits 1, for Kubernetes to restart it; here
+    /// nobody does): `<name>: <status>: <its last ERROR line>`.
+    pub fn exited(&mut self) -> Vec<String> {
+        let prefix = self.prefix;
+        let mut out = Vec::new();
+        for (n, otto) in &mut self.live {
+            let Some(status) = otto.try_exited() else {
+                continue;
+            };
+            let log = read_log(&otto.log_path()).unwrap_or_default();
+            let error = log
+                .lines()
+                .rev()
+                .find(|l| l.contains(" ERROR "))
+                .unwrap_or("");
+            out.push(format!("{prefix}-{n}: {status}: {}", error.trim()));
+        }
+        out
+    }
+
     /// The log of process `n`.
     pub fn log(&self, n: usize) -> Result<String> {
         let path = self.logs.get(n).context("no such replica")?;
@@ -262,6 +291,8 @@ pub struct Ended<'a> {
     pub ids: Vec<String>,
     pub tally: Tally,
     pub cpu: Value,
+    /// Replicas that exited by themselves during the run (see [`Replicas::exited`]).
+    pub exited: Vec<String>,
     pub replicas: Replicas<'a>,
 }
 
@@ -302,24 +333,41 @@ impl<'a> HaRun<'a> {
     }
 
     /// One more phase of load, then stops it and waits until every worker has its
-    /// result, nothing is pending and every pod is gone.
-    pub async fn finish(self) -> Result<Ended<'a>> {
+    /// result, nothing is pending and every pod is gone. A replica that exited by itself
+    /// meanwhile is named in the error, or, when the run still ended well, in
+    /// [`Ended::exited`].
+    pub async fn finish(mut self) -> Result<Ended<'a>> {
         tokio::time::sleep(self.phase).await;
         let ids = self.load.finish().await?;
         let sent: Vec<(String, u32)> = ids.iter().map(|id| (id.clone(), 1)).collect();
         let timeout = Duration::from_secs(60) + Duration::from_millis(100) * ids.len() as u32;
-        let mut con = events::connect(&self.env.redis.url()).await?;
-        let (stream, results) = (&self.lane.stream, &self.lane.results);
-        let tally = events::wait_for_results(&mut con, stream, results, &sent, timeout).await?;
-        self.recorder
-            .wait("every pod gone", Duration::from_secs(30), |c| {
-                c.gone >= ids.len()
-            })
-            .await?;
+        let ended = async {
+            let mut con = events::connect(&self.env.redis.url()).await?;
+            let (stream, results) = (&self.lane.stream, &self.lane.results);
+            let tally = events::wait_for_results(&mut con, stream, results, &sent, timeout).await?;
+            self.recorder
+                .wait("every pod gone", Duration::from_secs(30), |c| {
+                    c.gone >= ids.len()
+                })
+                .await?;
+            anyhow::Ok(tally)
+        }
+        .await;
+        let exited = self.replicas.exited();
+        let tally = match ended {
+            Err(err) if !exited.is_empty() => {
+                return Err(err.context(format!(
+                    "replicas exited by themselves (nobody restarts them here): {}",
+                    exited.join("; ")
+                )));
+            }
+            other => other?,
+        };
         Ok(Ended {
             ids,
             tally,
             cpu: self.cpu.json(),
+            exited,
             replicas: self.replicas,
         })
     }
@@ -395,6 +443,7 @@ not a timestamp dispatching event
     fn lease_timings_are_spelled_as_configured() {
         assert_eq!(Lease::DEFAULT.text(), "15s/10s/2s");
         assert_eq!(Lease::SHORT.text(), "3s/2s/500ms");
+        assert_eq!(Lease::QUICK.text(), "5s/4s/1s");
         assert_eq!(Lease::SHORT.env()[0].1, "3s");
         let [p50, max] = labels("gap", 2, Lease::SHORT, "short");
         assert_eq!(p50, "gap p50 of 2, Lease 3s/2s/500ms (short)");
