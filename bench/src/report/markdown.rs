@@ -56,7 +56,7 @@ pub fn render(report: &Report) -> String {
             value_text(row),
             row.target.map_or("–".into(), |t| t.text(row.unit)),
             baseline_text(row),
-            row.ratio().map_or("–".into(), |r| format!("{r:.2}")),
+            row.ratio().map_or("–".into(), ratio_text),
             match row.met() {
                 Some(true) => "yes",
                 Some(false) => "**no**",
@@ -301,7 +301,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| F1 | tenant B's queue wait p99, fair (baseline fifo) | 1.20 s | – | 24.0 s | 0.05 | – |"),
+            md.contains("| F1 | tenant B's queue wait p99, fair (baseline fifo) | 1.20 s | – | 24.0 s | 0.050 | – |"),
             "{md}"
         );
     }
