@@ -1,11 +1,14 @@
 //! The command line, and how big each scenario is in a full and in a `--quick` run.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use crate::scenarios::ha::Lease;
+
 pub const USAGE: &str = "\
-usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,B2,...] [--peers]
+usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,H1,...] [--peers]
 
   --quick            tiny counts (seconds instead of minutes); for smoke tests
   --out DIR          write results.json, benchmarks.md and benchmarks.png into DIR
@@ -13,8 +16,9 @@ usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,B2,
                      docs/benchmarks.png of the workspace)
   --ottoscaler PATH  the ottoscaler binary to measure (default: target/release/ottoscaler
                      of the workspace)
-  --only LIST        run only these scenarios (B1 includes B6, B4 includes B5); for
-                     diagnosis: the report then lacks the others; K1 is the KEDA lane
+  --only LIST        run only these scenarios (B1 includes B6, B4 includes B5; also H1,
+                     H2, F1); for diagnosis: the report then lacks the others; K1 is the
+                     KEDA lane
   --peers            also run K1: ottoscaler next to KEDA's ScaledJob (builds the KEDA
                      operator with testenv/keda/build.sh, cached; what make bench-peers
                      runs)
@@ -27,7 +31,7 @@ pub struct Args {
     pub quick: bool,
     pub out: Option<PathBuf>,
     pub ottoscaler: PathBuf,
-    /// Scenario ids to run (B1, B2, B3, B4, K1); empty: all but K1.
+    /// Scenario ids to run (B1, B2, B3, B4, H1, H2, F1, K1); empty: all but K1.
     pub only: Vec<String>,
     /// Whether K1 (the KEDA lane) runs beside the others.
     pub peers: bool,
@@ -35,9 +39,10 @@ pub struct Args {
     pub command: String,
 }
 
-/// The scenarios `--only` can name; B6 comes with B1 and B5 with B4; K1 (KEDA) runs
-/// only when named or with `--peers`.
-const SCENARIOS: [&str; 5] = ["B1", "B2", "B3", "B4", "K1"];
+/// The scenarios `--only` can name; B6 comes with B1 and B5 with B4; H1 (hand-over) and
+/// H2 (fail-over) run apart, each with its own pair of replicas; K1 (KEDA) runs only
+/// when named or with `--peers`.
+const SCENARIOS: [&str; 8] = ["B1", "B2", "B3", "B4", "H1", "H2", "F1", "K1"];
 
 /// The workspace root (this crate's parent directory), fixed at compile time so the
 /// defaults work from any working directory.
@@ -92,7 +97,7 @@ impl Args {
         }))
     }
 
-    /// Whether scenario `id` (B1, B2, B3, B4 or K1) is to run.
+    /// Whether scenario `id` (one of [`SCENARIOS`]) is to run.
     pub fn runs(&self, id: &str) -> bool {
         let named = self.only.iter().any(|s| s == id);
         if id == "K1" {
@@ -172,6 +177,18 @@ pub struct Plan {
     pub memory_steps: Vec<u32>,
     /// B5: live pods a fresh instance adopts (one of `memory_steps`).
     pub restart_pods: u32,
+    /// H1: SIGTERMs of the leader, one every `handover_phase` of load.
+    pub handovers: u32,
+    pub handover_phase: Duration,
+    /// H2: kill -9s of the leader, one every `kill_phase` of load, on a Lease with
+    /// these timings.
+    pub kills: u32,
+    pub kill_phase: Duration,
+    pub failover_lease: Lease,
+    /// F1: tenant A's events at once, tenant B's at 1/s, and `limits.max_workers`.
+    pub fairness_flood: u32,
+    pub fairness_latecomers: u32,
+    pub fairness_max_workers: u32,
 }
 
 impl Plan {
@@ -197,6 +214,14 @@ impl Plan {
             ),
             memory_steps: vec![1000, 5000, 10_000],
             restart_pods: 5000,
+            handovers: 6,
+            handover_phase: Duration::from_secs(3),
+            kills: 4,
+            kill_phase: Duration::from_secs(6),
+            failover_lease: Lease::SHORT,
+            fairness_flood: 300,
+            fairness_latecomers: 20,
+            fairness_max_workers: 10,
         }
     }
 
@@ -222,6 +247,14 @@ impl Plan {
             ),
             memory_steps: vec![50, 100],
             restart_pods: 100,
+            handovers: 1,
+            handover_phase: Duration::from_secs(2),
+            kills: 1,
+            kill_phase: Duration::from_secs(4),
+            failover_lease: Lease::QUICK,
+            fairness_flood: 12,
+            fairness_latecomers: 2,
+            fairness_max_workers: 4,
         }
     }
 }
@@ -268,6 +301,12 @@ mod tests {
             .expect("parse")
             .expect("args");
         assert!(a.runs("B2") && a.runs("B4") && !a.runs("B1"));
+        let a = Args::parse("bench", &args(&["--only", "H1,h2,F1"]))
+            .expect("parse")
+            .expect("args");
+        assert!(a.runs("H1") && a.runs("H2") && a.runs("F1") && !a.runs("B1"));
+        let all = Args::parse("bench", &[]).expect("parse").expect("args");
+        assert!(all.runs("H1") && all.runs("H2") && all.runs("F1"));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! - [`procfs`]: peak RSS and CPU time of a process.
 //! - [`machine`]: what the numbers were measured on.
 //! - [`stats`], [`http`]: percentiles; a minimal HTTP GET for ottoscaler's endpoints.
-//! - [`scenarios`]: one file per benchmark row (B1..B6).
+//! - [`scenarios`]: one file per benchmark (B1..B6, H1, H2, F1, K1).
 //! - [`report`]: `results.json`, the Markdown table and the plot.
 
 pub mod apiserver;
@@ -70,7 +70,8 @@ pub async fn run(args: Args) -> Result<()> {
     eprintln!("bench: environment up in {:.1?}", started.elapsed());
 
     // In this order: the memory scenario leaves 10,000 pods behind (they die with the
-    // control plane), which would slow every scenario after it.
+    // control plane), which would slow every scenario after it; H1, H2 and F1 time
+    // reads and queue waits, and go before it too.
     let progress = |name: &str| eprintln!("bench: {name} done after {:.1?}", started.elapsed());
     let mut sections = Vec::new();
     if args.runs("B1") {
@@ -84,6 +85,18 @@ pub async fn run(args: Args) -> Result<()> {
     if args.runs("B3") {
         sections.push(scenarios::b3_api_cost::run(&env, &plan).await);
         progress("B3");
+    }
+    if args.runs("H1") {
+        sections.push(scenarios::h1_handover::run(&env, &plan).await);
+        progress("H1");
+    }
+    if args.runs("H2") {
+        sections.push(scenarios::h2_failover::run(&env, &plan).await);
+        progress("H2");
+    }
+    if args.runs("F1") {
+        sections.push(scenarios::f1_fairness::run(&env, &plan).await);
+        progress("F1");
     }
     if args.runs("K1") {
         // Before B4, which leaves 10,000 pods behind.

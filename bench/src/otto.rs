@@ -102,6 +102,19 @@ impl Otto {
     /// Starts ottoscaler on `lane` with `config`; `instance` names its log and config
     /// files. Returns once the process is spawned (see [`Otto::wait_ready`]).
     pub fn start(env: &BenchEnv, lane: &Lane, config: &OttoConfig, instance: &str) -> Result<Otto> {
+        Otto::start_with(env, lane, config, instance, &[])
+    }
+
+    /// [`Otto::start`] with further environment variables (`extra`), set after the
+    /// lane's, so they win: a replica's own `REDIS_CONSUMER`, Lease timings, a
+    /// scheduling policy, `RUST_LOG`.
+    pub fn start_with(
+        env: &BenchEnv,
+        lane: &Lane,
+        config: &OttoConfig,
+        instance: &str,
+        extra: &[(&str, String)],
+    ) -> Result<Otto> {
         let port = free_port()?;
         let config_path = env.log_dir().join(format!("{instance}.toml"));
         std::fs::write(&config_path, config.toml())
@@ -122,6 +135,9 @@ impl Otto {
             .env("OTTOSCALER_HA__LEASE_NAMESPACE", &lane.namespace)
             .env("OTTOSCALER_HTTP__ADDR", format!("127.0.0.1:{port}"))
             .env("OTTOSCALER_SHUTDOWN_TIMEOUT", "10s");
+        for (key, value) in extra {
+            cmd.env(key, value);
+        }
         // For a diagnosis: OTTOSCALER_BENCH_ENV_X=v reaches ottoscaler as X=v (RUST_LOG,
         // MALLOC_ARENA_MAX, LD_PRELOAD, an OTTOSCALER_* override...).
         for (key, value) in passed_env(std::env::vars_os()) {
@@ -141,6 +157,11 @@ impl Otto {
         self.child.pid()
     }
 
+    /// `Some(status)` once the process has exited (by itself, or killed).
+    pub fn try_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_exited()
+    }
+
     /// Waits until `/readyz` answers 200 and the instance leads (`ottoscaler_leader 1`:
     /// a standby is ready too, but reads nothing); returns the time since the process
     /// started.
@@ -151,6 +172,16 @@ impl Otto {
         })
         .await?;
         Ok(self.started.elapsed())
+    }
+
+    /// Waits until `/readyz` answers 200 and the instance stands by
+    /// (`ottoscaler_leader 0`): ready to take over, reading nothing.
+    pub async fn wait_standby(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_for("/readyz 200 and standing by", timeout, |addr| async move {
+            let ready = matches!(http::get(addr, "/readyz").await, Ok((200, _)));
+            Ok(ready && metrics_at(addr).await?.value("ottoscaler_leader") == Some(0.0))
+        })
+        .await
     }
 
     /// Waits until `ottoscaler_workers_active` is `n`.
@@ -204,9 +235,23 @@ impl Otto {
     }
 
     /// SIGKILL, as a crash ends it (no shutdown: the Lease, pending entries and pods
-    /// stay as they are), and reap it.
-    pub fn kill(&mut self) {
+    /// stay as they are), and reap it, from synchronous code (a restart closure).
+    pub fn kill_now(&mut self) {
         self.child.kill();
+    }
+
+    /// The file that receives the process' output (kept after it exits).
+    pub fn log_path(&self) -> std::path::PathBuf {
+        self.child.log_path().to_path_buf()
+    }
+
+    /// `kill -9`: no shutdown code runs, as when a node dies; waits for the exit.
+    pub async fn kill(mut self) -> Result<()> {
+        tokio::task::spawn_blocking(move || {
+            self.child.kill();
+        })
+        .await
+        .context("killing ottoscaler panicked")
     }
 
     /// SIGTERM, then wait for the exit (SIGKILL after a grace period); the exit status.

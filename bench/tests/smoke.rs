@@ -82,7 +82,7 @@ fn a_quick_run_writes_every_benchmark_with_a_number() {
         serde_json::from_str(&results.expect("results.json written")).expect("valid JSON");
     assert!(results["machine"]["cores"].is_u64(), "{results}");
     let rows = results["results"].as_array().expect("a results array");
-    for id in ["B1", "B2", "B3", "B4", "B5", "B6"] {
+    for id in ["B1", "B2", "B3", "B4", "B5", "B6", "H1", "H2", "F1"] {
         let mine: Vec<_> = rows.iter().filter(|r| r["id"] == id).collect();
         assert!(!mine.is_empty(), "{id} missing in {results}");
         for row in mine {

@@ -56,7 +56,7 @@ pub fn render(report: &Report) -> String {
             value_text(row),
             row.target.map_or("–".into(), |t| t.text(row.unit)),
             baseline_text(row),
-            row.ratio().map_or("–".into(), |r| format!("{r:.2}")),
+            row.ratio().map_or("–".into(), ratio_text),
             match row.met() {
                 Some(true) => "yes",
                 Some(false) => "**no**",
@@ -285,6 +285,47 @@ mod tests {
                 samples: vec![9.0],
             });
         assert!(render(&with_samples).contains("](benchmarks-keda.png)"));
+    }
+
+    #[test]
+    fn ha_and_fairness_rows_go_in_the_main_table() {
+        let report = Report {
+            command: "bench --only H1,F1".into(),
+            date: "2026-12-03T00:00:00Z".into(),
+            quick: false,
+            duration: std::time::Duration::from_secs(1),
+            machine: serde_json::json!({ "cores": 2 }),
+            sections: vec![super::super::Section {
+                rows: vec![
+                    Row::new(
+                        "H1",
+                        "intake gap max of 6, Lease 15s/10s/2s (defaults)",
+                        0.61,
+                        "s",
+                    )
+                    .target(super::super::Target::at_most(2.0)),
+                    Row::new(
+                        "F1",
+                        "tenant B's queue wait p99, fair (baseline fifo)",
+                        1.2,
+                        "s",
+                    )
+                    .baseline(24.0),
+                ],
+                ..super::super::Section::default()
+            }],
+        };
+        let md = render(&report);
+        assert!(
+            md.contains(
+                "| H1 | intake gap max of 6, Lease 15s/10s/2s (defaults) | 0.61 s | <= 2 s | – | – | yes |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| F1 | tenant B's queue wait p99, fair (baseline fifo) | 1.20 s | – | 24.0 s | 0.050 | – |"),
+            "{md}"
+        );
     }
 
     #[test]

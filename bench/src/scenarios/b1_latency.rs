@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::time::Instant;
 
 use super::{CpuMeter, b6_completion, cores};
 use crate::args::Plan;
@@ -398,22 +397,15 @@ fn write_csv(env: &BenchEnv, rate: u32, pods: &[(&str, &PodTimes)]) -> Result<()
     std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// XADDs `count` one-pod events at `rate` per second, each at its own scheduled time
-/// (late ones go at once, without bunching the rest); returns their entry ids.
+/// XADDs `count` one-pod events (tasks `b1-<rate>-<i>`) at `rate` per second (see
+/// [`events::send_paced`]); returns their entry ids.
 pub(crate) async fn send_paced(
     con: &mut redis::aio::MultiplexedConnection,
     stream: &str,
     rate: u32,
     count: u32,
 ) -> Result<Vec<String>> {
-    let period = Duration::from_secs(1) / rate;
-    let start = Instant::now();
-    let mut ids = Vec::with_capacity(count as usize);
-    for i in 0..count {
-        tokio::time::sleep_until(start + period * i).await;
-        ids.push(events::scale_up(con, stream, &format!("b1-{rate}-{i}"), 1).await?);
-    }
-    Ok(ids)
+    events::send_paced(con, stream, &format!("b1-{rate}"), rate, count, &[]).await
 }
 
 #[cfg(test)]

@@ -8,6 +8,11 @@
 //! - [`b3_api_cost`]: B3 API requests per worker lifecycle.
 //! - [`b4_memory`]: B4 peak RSS per worker count, with B5 ([`b5_restart`]) in the
 //!   middle: a fresh instance adopts the live pods.
+//! - [`h1_handover`]: H1 graceful hand-over (SIGTERM of the leader) between two
+//!   replicas, the intake gap; [`h2_failover`]: H2 crash fail-over (kill -9 of the
+//!   leader), kill to the new leader's first read; both on [`ha`]'s replicas and load.
+//! - [`f1_fairness`]: F1 a latecomer tenant's queue wait behind a flood, fair queueing
+//!   against FIFO.
 //! - [`k1_keda`]: K1 ottoscaler next to KEDA's ScaledJob (only with `--peers` or
 //!   `--only K1`).
 
@@ -17,15 +22,36 @@ pub mod b3_api_cost;
 pub mod b4_memory;
 pub mod b5_restart;
 pub mod b6_completion;
+pub mod f1_fairness;
+pub mod h1_handover;
+pub mod h2_failover;
+pub mod ha;
 pub mod k1_keda;
 
 use std::time::Instant;
 
+use anyhow::Result;
 use serde_json::{Map, Value};
 
 use crate::bench_env::BenchEnv;
 use crate::procfs;
 use crate::report::json::round;
+use crate::report::{Row, Section};
+
+/// A scenario's section from its rows, or, when it failed, rows of `labels` (under `id`)
+/// that carry the error.
+pub fn section_of(id: &'static str, labels: &[String], measured: Result<Vec<Row>>) -> Section {
+    match measured {
+        Ok(rows) => Section {
+            rows,
+            ..Section::default()
+        },
+        Err(err) => {
+            let ids: Vec<(&'static str, &str)> = labels.iter().map(|l| (id, l.as_str())).collect();
+            Section::failed(&ids, &err)
+        }
+    }
+}
 
 /// CPU seconds each process of the setup used during a scenario: tells whether
 /// ottoscaler or the control plane was busy.

@@ -237,6 +237,7 @@ mod tests {
                     id: "r".into(),
                     event_id: id.to_string(),
                     outcome: "succeeded".into(),
+                    worker_index: Some(0),
                 })
                 .collect(),
             tally: Default::default(),

@@ -108,7 +108,7 @@ impl Setup<'_> {
                 return Ok(None);
             };
             let mut crash = crash(env, start + at, &lane.stream, OTTO_GROUP, recorder, || {
-                otto.kill();
+                otto.kill_now();
                 *otto = Otto::start(env, lane, &CONFIG, "k1-restarted")?;
                 Ok(())
             })
