@@ -569,7 +569,7 @@ impl<H: Clone, R> Ledger<H, R> {
     pub fn add_worker(&mut self, identity: WorkerIdentity, handle: H, start: &WorkerStart) {
         let attempt = match start {
             WorkerStart::Create { attempt, .. } => *attempt,
-            WorkerStart::Resume(r) => r.observation.as_ref().map_or(r.attempt, |o| o.attempt),
+            WorkerStart::Resume(r) => Resume::pod_attempt(r.observation.as_deref(), r.attempt),
             WorkerStart::CancelledBeforeCreation => 1,
         }
         .max(1);
@@ -942,8 +942,8 @@ impl<H: Clone, R> Ledger<H, R> {
             w.attempt = attempt;
             if w.last.is_none() {
                 // Not seen yet: the create may still be sent (again, after a restart).
-                let trace = w.unsent.as_ref().and_then(|u| u.3);
-                w.unsent = Some((create, Instant::now(), built_at, trace));
+                // The worker's span stays with its actor: a restart makes no new one.
+                w.unsent = Some((create, Instant::now(), built_at, None));
                 w.settled = false;
             }
         }

@@ -116,8 +116,12 @@ pub enum Input {
         built_at: Timestamp,
     },
     /// The next attempt's pod cannot be built (its template is gone, or the disrupted
-    /// pod did not say how it was built).
-    AttemptImpossible(String),
+    /// pod did not say how it was built): `why`, for the pod disrupted by `disruption`
+    /// (the [`Action::StartAttempt`]'s reason).
+    AttemptImpossible {
+        disruption: String,
+        why: String,
+    },
 }
 
 /// What a step asks the shell to do.
@@ -212,6 +216,14 @@ pub struct Resume {
     pub attempt: u32,
 }
 
+impl Resume {
+    /// The attempt whose pod it resumes: the observation's when there is one, else
+    /// `attempt`; at least 1.
+    pub fn pod_attempt(observation: Option<&PodObservation>, attempt: u32) -> u32 {
+        observation.map_or(attempt, |o| o.attempt).max(1)
+    }
+}
+
 /// What a worker learnt when it first saw its pod Running, for the start-up metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartRecord {
@@ -263,8 +275,6 @@ pub struct Lifecycle {
     saw_before_running: bool,
     /// The start was recorded (at most once per incarnation).
     start_recorded: bool,
-    /// Why the last disrupted attempt's pod went, for a result that follows.
-    disrupted_because: Option<String>,
     done: bool,
 }
 
@@ -290,7 +300,6 @@ impl Lifecycle {
             timer_armed: false,
             saw_before_running: false,
             start_recorded: false,
-            disrupted_because: None,
             done: false,
         }
     }
@@ -353,7 +362,7 @@ impl Lifecycle {
             attempt,
         } = resume;
         let mut w = Lifecycle::new(identity, deadlines, clock);
-        w.set_attempt(observation.as_ref().map_or(attempt, |o| o.attempt));
+        w.set_attempt(Resume::pod_attempt(observation.as_deref(), attempt));
         let mut actions = Vec::new();
         w.settled = settled;
         w.cancelled = cancelled;
@@ -533,17 +542,16 @@ impl Lifecycle {
                     actions.push(Action::Create);
                 }
             }
-            Input::AttemptImpossible(why) => {
+            Input::AttemptImpossible { disruption, why } => {
                 if self.pod == PodState::Building {
                     self.pod = PodState::Gone;
                     self.settle(Ok(()), &mut actions);
-                    let disrupted = self.disrupted_because.clone().unwrap_or_default();
                     self.finish(
                         Decision {
                             outcome: Outcome::Lost,
                             exit_code: None,
                             reason: Some(format!(
-                                "pod disrupted ({disrupted}); attempt {} cannot be made: {why}",
+                                "pod disrupted ({disruption}); attempt {} cannot be made: {why}",
                                 self.attempt
                             )),
                         },
@@ -705,7 +713,6 @@ impl Lifecycle {
         let Some(disruption) = obs.disruption.as_deref() else {
             return;
         };
-        self.disrupted_because = Some(disruption.reason.clone());
         self.begin_attempt(self.attempt + 1, clock);
         if self.timer_armed {
             self.timer_armed = false;

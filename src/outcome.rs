@@ -157,23 +157,24 @@ pub fn disruption_reason(pod: &Pod) -> Option<String> {
         .iter()
         .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
     {
-        let mut reason = format!(
+        let what = format!(
             "DisruptionTarget: {}",
             c.reason.as_deref().unwrap_or("unknown")
         );
-        if let Some(message) = c.message.as_deref().filter(|m| !m.is_empty()) {
-            reason = format!("{reason}: {message}");
-        }
-        return Some(clip(&reason, MAX_SCHEDULING_MESSAGE));
+        return Some(with_message(&what, c.message.as_deref()));
     }
     let reason = status.reason.as_deref()?;
-    DISRUPTION_REASONS.contains(&reason).then(|| {
-        let reason = match status.message.as_deref().filter(|m| !m.is_empty()) {
-            Some(message) => format!("{reason}: {message}"),
-            None => reason.to_string(),
-        };
-        clip(&reason, MAX_SCHEDULING_MESSAGE)
-    })
+    DISRUPTION_REASONS
+        .contains(&reason)
+        .then(|| with_message(reason, status.message.as_deref()))
+}
+
+/// `what: message` (just `what` without a message), clipped for a result's reason.
+fn with_message(what: &str, message: Option<&str>) -> String {
+    match message.filter(|m| !m.is_empty()) {
+        Some(message) => clip(&format!("{what}: {message}"), MAX_SCHEDULING_MESSAGE),
+        None => clip(what, MAX_SCHEDULING_MESSAGE),
+    }
 }
 
 /// A decided outcome, with what the result reports about it.

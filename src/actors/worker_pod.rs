@@ -314,7 +314,8 @@ impl WorkerPodActor {
             Ok(pod) => pod,
             Err(why) => {
                 warn!(pod = %previous, task_id = %identity.task_id, %reason, %why, "pod disrupted and cannot be retried");
-                return self.feed(Input::AttemptImpossible(why), ctx);
+                let disruption = reason;
+                return self.feed(Input::AttemptImpossible { disruption, why }, ctx);
             }
         };
         info!(pod = %previous, next = %self.lifecycle.pod_name(), task_id = %identity.task_id, attempt, %reason, "pod disrupted; running the worker again in a new pod");
@@ -340,16 +341,10 @@ impl WorkerPodActor {
     /// Deletes an earlier attempt's pod, best effort: a failure is logged (the pod is
     /// found again, and deleted, when ottoscaler next lists it).
     fn delete_stale(&mut self, name: String, ctx: &mut Context<Self>) {
-        let pods = self.env.pods.clone();
         let task_id = self.lifecycle.identity().task_id.clone();
-        let fence = self.env.fence.clone();
-        let params = DeleteParams::default();
+        let call = self.delete_call(name.clone());
         let fut = async move {
-            let res = call_with_retry(&fence, &name, &task_id, "delete", || {
-                pods.delete(&name, &params)
-            })
-            .await;
-            match res {
+            match call.await {
                 Ok(_) => debug!(pod = %name, %task_id, "earlier attempt's pod deleted"),
                 Err(CallError::Api(e)) if retry::status_code(&e) == Some(404) => {}
                 Err(e) => {
@@ -448,18 +443,26 @@ impl WorkerPodActor {
         }));
     }
 
-    fn delete(&mut self, ctx: &mut Context<Self>) {
+    /// The DELETE of pod `name`, retried and fenced like every call of the worker.
+    fn delete_call(
+        &self,
+        name: String,
+    ) -> impl std::future::Future<Output = Result<(), CallError>> + 'static {
         let pods = self.env.pods.clone();
-        let name = self.lifecycle.pod_name().to_string();
         let task_id = self.lifecycle.identity().task_id.clone();
         let params = DeleteParams::default();
         let fence = self.env.fence.clone();
-        let fut = async move {
+        async move {
             call_with_retry(&fence, &name, &task_id, "delete", || {
                 pods.delete(&name, &params)
             })
             .await
-        };
+            .map(|_| ())
+        }
+    }
+
+    fn delete(&mut self, ctx: &mut Context<Self>) {
+        let fut = self.delete_call(self.lifecycle.pod_name().to_string());
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             let answer = match res {
                 Ok(_) => {

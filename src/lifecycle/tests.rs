@@ -869,7 +869,10 @@ fn a_next_attempt_that_cannot_be_built_ends_lost_naming_why() {
     let mut w = created(&c);
     w.step(Input::Observed(disrupted(1, true).into()), c.at(2));
     let actions = w.step(
-        Input::AttemptImpossible("its pod template \"gpu\" is no longer configured".into()),
+        Input::AttemptImpossible {
+            disruption: "DisruptionTarget: PreemptionByScheduler: Preempted".into(),
+            why: "its pod template \"gpu\" is no longer configured".into(),
+        },
         c.at(2),
     );
     let result = published(&actions).expect("published");
