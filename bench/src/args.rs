@@ -9,6 +9,7 @@ use crate::scenarios::ha::Lease;
 
 pub const USAGE: &str = "\
 usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,H1,...] [--peers]
+                        [--rates 50,100]
 
   --quick            tiny counts (seconds instead of minutes); for smoke tests
   --out DIR          write results.json, benchmarks.md and benchmarks.png into DIR
@@ -19,6 +20,8 @@ usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,H1,
   --only LIST        run only these scenarios (B1 includes B6, B4 includes B5; also H1,
                      H2, F1); for diagnosis: the report then lacks the others; K1 is the
                      KEDA lane
+  --rates LIST       B1's rates in events/s, in this order (default 10,25,50,100); a
+                     rate not in the default list sends for 10 s; for diagnosis
   --peers            also run K1: ottoscaler next to KEDA's ScaledJob (builds the KEDA
                      operator with testenv/keda/build.sh, cached; what make bench-peers
                      runs)
@@ -35,6 +38,8 @@ pub struct Args {
     pub only: Vec<String>,
     /// Whether K1 (the KEDA lane) runs beside the others.
     pub peers: bool,
+    /// B1's rates (events/s) when given; empty: the plan's.
+    pub rates: Vec<u32>,
     /// The command as typed, for the report.
     pub command: String,
 }
@@ -61,6 +66,7 @@ impl Args {
         let mut ottoscaler = None;
         let mut only = Vec::new();
         let mut peers = false;
+        let mut rates = Vec::new();
         let mut it = argv.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -77,6 +83,7 @@ impl Args {
                         bail!("--only: unknown scenario {bad:?} (one of {SCENARIOS:?})");
                     }
                 }
+                "--rates" => rates = parse_rates(value(&mut it, "--rates")?)?,
                 "-h" | "--help" => return Ok(None),
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
@@ -93,6 +100,7 @@ impl Args {
             ottoscaler,
             only,
             peers,
+            rates,
             command,
         }))
     }
@@ -107,11 +115,21 @@ impl Args {
     }
 
     pub fn plan(&self) -> Plan {
-        if self.quick {
+        let mut plan = if self.quick {
             Plan::quick()
         } else {
             Plan::full()
+        };
+        if !self.rates.is_empty() {
+            let seconds = |rate: u32| {
+                plan.latency_rates
+                    .iter()
+                    .find(|(r, _)| *r == rate)
+                    .map_or(10, |(_, s)| *s)
+            };
+            plan.latency_rates = self.rates.iter().map(|&r| (r, seconds(r))).collect();
         }
+        plan
     }
 
     /// Where results.json goes.
@@ -129,6 +147,16 @@ impl Args {
             None => workspace_root().join("docs"),
         }
     }
+}
+
+/// `--rates`: events per second, each in 1..=1000.
+fn parse_rates(list: &str) -> Result<Vec<u32>> {
+    list.split(',')
+        .map(|r| match r.trim().parse::<u32>() {
+            Ok(rate @ 1..=1000) => Ok(rate),
+            _ => bail!("--rates: {r:?} is not a rate in events/s from 1 to 1000"),
+        })
+        .collect()
 }
 
 fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
@@ -307,6 +335,30 @@ mod tests {
         assert!(a.runs("H1") && a.runs("H2") && a.runs("F1") && !a.runs("B1"));
         let all = Args::parse("bench", &[]).expect("parse").expect("args");
         assert!(all.runs("H1") && all.runs("H2") && all.runs("F1"));
+    }
+
+    #[test]
+    fn rates_pick_b1s_rates_and_keep_their_durations() {
+        let a = Args::parse("bench", &args(&["--rates", "100, 50,30"]))
+            .expect("parse")
+            .expect("args");
+        assert_eq!(a.plan().latency_rates, vec![(100, 10), (50, 10), (30, 10)]);
+        let a = Args::parse("bench", &args(&["--rates", "10"]))
+            .expect("parse")
+            .expect("args");
+        assert_eq!(a.plan().latency_rates, vec![(10, 20)]);
+        assert_eq!(
+            Args::parse("bench", &[])
+                .expect("parse")
+                .expect("args")
+                .plan()
+                .latency_rates,
+            Plan::full().latency_rates
+        );
+        for bad in ["0", "fast", "10,,20", "1001"] {
+            let err = Args::parse("bench", &args(&["--rates", bad])).expect_err(bad);
+            assert!(err.to_string().starts_with("--rates: "), "{err}");
+        }
     }
 
     #[test]

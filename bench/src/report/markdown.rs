@@ -90,7 +90,8 @@ fn rates(md: &mut String, report: &Report) {
          Each rate runs three times: a warm-up (the bare kube-rs client program, \
          unmeasured: the API server sizes each new watch's buffer to the event rate it has \
          seen, so the first run at a higher rate meets closed watches and seconds of lag), \
-         ottoscaler (qps/burst 500, not the defaults 50/100, so the client-side limit does \
+         a fresh ottoscaler process on fresh lanes, so that its watch, like the bare \
+         client's, opens after the warm-up (qps/burst 500, not the defaults 50/100, so the client-side limit does \
          not shape the latency), then the bare kube-rs client program with copies of its \
          pods (a process of its own, without Redis, on the stock kube client: HTTP/1.1, \
          Nagle on, where ottoscaler has its tuned HTTP/2 client, so it is no ceiling). \

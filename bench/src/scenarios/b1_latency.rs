@@ -105,29 +105,10 @@ pub(crate) fn coverage(
 }
 
 async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
-    let lane = env.lane("b1").await?;
-    let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
-    let mut otto = Otto::start(env, &lane, &CONFIG, "b1")?;
-    otto.wait_ready(Duration::from_secs(60)).await?;
-    let mut con = events::connect(&env.redis.url()).await?;
-    let ceiling_lane = env.lane("b1-ceiling").await?;
-    let ceiling_recorder = Recorder::start(env.env.config(), &ceiling_lane.namespace).await?;
+    let template = template_pod(env).await?;
     let mut section = Section::default();
     let mut completion = Vec::new();
     let mut ceiling_completion = Vec::new();
-
-    // One event first: its pod, as ottoscaler built it, is what the bare client copies.
-    events::scale_up(&mut con, &lane.stream, "b1-template", 1).await?;
-    let mut sent = 1u64;
-    recorder
-        .wait("the template pod gone", Duration::from_secs(60), |c| {
-            c.gone >= 1
-        })
-        .await?;
-    events::wait_len(&mut con, &lane.results, sent, Duration::from_secs(30)).await?;
-    let template = recorder
-        .sample()
-        .context("no pod to copy for the bare kube-rs client")?;
 
     for &(rate, seconds) in &plan.latency_rates {
         let count = rate * seconds;
@@ -135,13 +116,27 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
 
         let warm_up = warm_up(env, &template, rate, count, timeout).await?;
 
+        // Both contenders start fresh after the warm-up: a new ottoscaler process, as
+        // the bare client is a new process, and new lanes whose watches (ottoscaler's
+        // and the harness') the API server sizes to the rate it has just seen. A watch
+        // opened before the warm-up keeps the 10-event buffer of a quiet server, is
+        // closed "due to unresponsiveness" at 100/s and re-watches; that was
+        // ottoscaler's alone while it lived through every rate (see README.md).
+        let lane = env.lane(&format!("b1-{rate}")).await?;
+        let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
+        let mut otto = Otto::start(env, &lane, &CONFIG, &format!("b1-{rate}"))?;
+        otto.wait_ready(Duration::from_secs(60)).await?;
+        let mut con = events::connect(&env.redis.url()).await?;
+        let ceiling_lane = env.lane(&format!("b1-ceiling-{rate}")).await?;
+        let ceiling_recorder = Recorder::start(env.env.config(), &ceiling_lane.namespace).await?;
+
         // ottoscaler at this rate.
         let cpu = CpuMeter::start(env, Some(otto.pid()));
         let terminated_before = apiserver::terminated_pod_watchers(&env.client()).await?;
         let before = otto.metrics().await?;
         let ids = send_paced(&mut con, &lane.stream, rate, count).await?;
-        sent += u64::from(count);
-        let total = sent as usize;
+        let sent = u64::from(count);
+        let total = count as usize;
         // A pod the harness never saw would keep this waiting: after the timeout the
         // run goes on, and the row counts what is missing instead of failing whole.
         let waited = recorder
@@ -218,7 +213,9 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
                      client: HTTP/1.1, Nagle on, where ottoscaler has its tuned HTTP/2 \
                      client; a process of its own, as ottoscaler is) at the same rate \
                      (create sent -> ADDED seen), run right after. Before both, the bare \
-                     client program runs the rate once unmeasured (warm_up_bare_client)."
+                     client program runs the rate once unmeasured (warm_up_bare_client); \
+                     then a fresh ottoscaler process on fresh lanes, so that its watch, \
+                     like the bare client's, opens after the warm-up."
                 ))
                 .detail("events", count)
                 .detail("pods_seen", seen.latencies.len())
@@ -254,15 +251,40 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
             .push((format!("bare kube-rs client, {rate} pods/s"), ceiling));
         completion.push((format!("{rate} events/s"), times));
         ceiling_completion.extend(ceiling_times);
+        let code = otto.stop().await?;
+        if code != Some(0) {
+            eprintln!("bench: b1 ottoscaler at {rate}/s exited with {code:?}");
+        }
     }
     section
         .rows
         .push(b6_completion::row(&completion, &ceiling_completion)?);
+    Ok(section)
+}
+
+/// ottoscaler's pod for one event, as it built it: what the bare client copies. From a
+/// lane and process of its own, stopped before the rates.
+async fn template_pod(env: &BenchEnv) -> Result<Pod> {
+    let lane = env.lane("b1-template").await?;
+    let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
+    let mut otto = Otto::start(env, &lane, &CONFIG, "b1-template")?;
+    otto.wait_ready(Duration::from_secs(60)).await?;
+    let mut con = events::connect(&env.redis.url()).await?;
+    events::scale_up(&mut con, &lane.stream, "b1-template", 1).await?;
+    recorder
+        .wait("the template pod gone", Duration::from_secs(60), |c| {
+            c.gone >= 1
+        })
+        .await?;
+    events::wait_len(&mut con, &lane.results, 1, Duration::from_secs(30)).await?;
+    let template = recorder
+        .sample()
+        .context("no pod to copy for the bare kube-rs client")?;
     let code = otto.stop().await?;
     if code != Some(0) {
-        eprintln!("bench: b1 ottoscaler exited with {code:?}");
+        eprintln!("bench: b1 template ottoscaler exited with {code:?}");
     }
-    Ok(section)
+    Ok(template)
 }
 
 /// Before each rate, the bare kube-rs client program runs it once unmeasured, on a lane of its own.
