@@ -9,7 +9,7 @@ use crate::scenarios::ha::Lease;
 
 pub const USAGE: &str = "\
 usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,H1,...] [--peers]
-                        [--rates 50,100]
+                        [--rates 50,100] [--rounds N]
 
   --quick            tiny counts (seconds instead of minutes); for smoke tests
   --out DIR          write results.json, benchmarks.md and benchmarks.png into DIR
@@ -22,6 +22,8 @@ usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,H1,
                      KEDA lane
   --rates LIST       B1's rates in events/s, in this order (default 10,25,50,100); a
                      rate not in the default list sends for 10 s; for diagnosis
+  --rounds N         B1's rounds per rate, each a run of ottoscaler and one of the bare
+                     client, who goes first alternating (default 2; --quick 1)
   --peers            also run K1: ottoscaler next to KEDA's ScaledJob (builds the KEDA
                      operator with testenv/keda/build.sh, cached; what make bench-peers
                      runs)
@@ -40,6 +42,8 @@ pub struct Args {
     pub peers: bool,
     /// B1's rates (events/s) when given; empty: the plan's.
     pub rates: Vec<u32>,
+    /// B1's rounds per rate when given.
+    pub rounds: Option<u32>,
     /// The command as typed, for the report.
     pub command: String,
 }
@@ -67,6 +71,7 @@ impl Args {
         let mut only = Vec::new();
         let mut peers = false;
         let mut rates = Vec::new();
+        let mut rounds = None;
         let mut it = argv.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
@@ -84,6 +89,7 @@ impl Args {
                     }
                 }
                 "--rates" => rates = parse_rates(value(&mut it, "--rates")?)?,
+                "--rounds" => rounds = Some(parse_rounds(value(&mut it, "--rounds")?)?),
                 "-h" | "--help" => return Ok(None),
                 other => bail!("unknown argument {other:?}\n{USAGE}"),
             }
@@ -101,6 +107,7 @@ impl Args {
             only,
             peers,
             rates,
+            rounds,
             command,
         }))
     }
@@ -128,6 +135,9 @@ impl Args {
                     .map_or(10, |(_, s)| *s)
             };
             plan.latency_rates = self.rates.iter().map(|&r| (r, seconds(r))).collect();
+        }
+        if let Some(rounds) = self.rounds {
+            plan.latency_rounds = rounds;
         }
         plan
     }
@@ -159,6 +169,14 @@ fn parse_rates(list: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
+/// `--rounds`: 1 to 10.
+fn parse_rounds(n: &str) -> Result<u32> {
+    match n.trim().parse::<u32>() {
+        Ok(rounds @ 1..=10) => Ok(rounds),
+        _ => bail!("--rounds: {n:?} is not a number of rounds from 1 to 10"),
+    }
+}
+
 fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
     match it.next() {
         Some(v) => Ok(v),
@@ -187,6 +205,9 @@ pub struct Plan {
     pub quick: bool,
     /// B1: (events per second, seconds of sending) per row.
     pub latency_rates: Vec<(u32, u32)>,
+    /// B1: rounds per rate; a round is one run of each contender, who goes first
+    /// alternating from round to round.
+    pub latency_rounds: u32,
     /// B2: one-pod events, and the concurrency (max_workers) of both contenders.
     pub throughput_events: u32,
     pub throughput_concurrency: u32,
@@ -224,6 +245,7 @@ impl Plan {
         Plan {
             quick: false,
             latency_rates: vec![(10, 20), (25, 10), (50, 10), (100, 10)],
+            latency_rounds: 2,
             throughput_events: 2000,
             throughput_concurrency: 200,
             cost_workers: 50,
@@ -257,6 +279,7 @@ impl Plan {
         Plan {
             quick: true,
             latency_rates: vec![(10, 2), (100, 1)],
+            latency_rounds: 1,
             throughput_events: 40,
             throughput_concurrency: 20,
             cost_workers: 5,
@@ -358,6 +381,24 @@ mod tests {
         for bad in ["0", "fast", "10,,20", "1001"] {
             let err = Args::parse("bench", &args(&["--rates", bad])).expect_err(bad);
             assert!(err.to_string().starts_with("--rates: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn rounds_set_b1s_rounds_per_rate() {
+        let plan = |list: &[&str]| {
+            Args::parse("bench", &args(list))
+                .expect("parse")
+                .expect("args")
+                .plan()
+        };
+        assert_eq!(plan(&[]).latency_rounds, 2);
+        assert_eq!(plan(&["--quick"]).latency_rounds, 1);
+        assert_eq!(plan(&["--rounds", "3"]).latency_rounds, 3);
+        assert_eq!(plan(&["--quick", "--rounds", "2"]).latency_rounds, 2);
+        for bad in ["0", "11", "two"] {
+            let err = Args::parse("bench", &args(&["--rounds", bad])).expect_err(bad);
+            assert!(err.to_string().starts_with("--rounds: "), "{err}");
         }
     }
 

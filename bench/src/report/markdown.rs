@@ -87,33 +87,43 @@ fn rates(md: &mut String, report: &Report) {
     let _ = writeln!(
         md,
         "\n## B1 and B6 by rate: where the control plane saturates\n\n\
-         Each rate runs three times: a warm-up (the bare kube-rs client program, \
-         unmeasured: the API server sizes each new watch's buffer to the event rate it has \
-         seen, so the first run at a higher rate meets closed watches and seconds of lag), \
-         a fresh ottoscaler process on fresh lanes, so that its watch, like the bare \
-         client's, opens after the warm-up (qps/burst 500, not the defaults 50/100, so the client-side limit does \
-         not shape the latency), then the bare kube-rs client program with copies of its \
-         pods (a process of its own, without Redis, on the stock kube client: HTTP/1.1, \
-         Nagle on, where ottoscaler has its tuned HTTP/2 client, so it is no ceiling). \
-         Each cell is `ottoscaler / bare kube-rs client`. Cores are CPU seconds per \
-         wall-clock second over the run, on {} cores; \"all processes\" is \
-         kube-apiserver, etcd, the harness (kubesim, watches), redis-server and ottoscaler \
-         or the bare client program together. Closed watches: pod watches the API server \
-         closed because a watcher fell behind.\n",
+         Each rate starts with a warm-up (the bare kube-rs client program, unmeasured: \
+         the API server sizes each new watch's buffer to the event rate it has seen, so \
+         the first run at a higher rate meets closed watches and seconds of lag). Then \
+         rounds: in each, one run of ottoscaler (a fresh process on fresh lanes, qps/burst \
+         500, not the defaults 50/100, so the client-side limit does not shape the \
+         latency) and one of the bare kube-rs client program with copies of its pods (a \
+         process of its own, without Redis, on the stock kube client: HTTP/1.1, Nagle on, \
+         where ottoscaler has its tuned HTTP/2 client, so it is no ceiling); who goes \
+         first alternates from round to round. Each cell is `ottoscaler / bare kube-rs \
+         client`: p99 over every run of the rate, then each round's. Cores are CPU \
+         seconds per wall-clock second, the mean over the runs, on {} cores; \"all \
+         processes\" is kube-apiserver, etcd, the harness (kubesim, watches), \
+         redis-server and ottoscaler or the bare client program together. Closed \
+         watches: pod watches the API server closed because a watcher fell behind, over \
+         every run.\n",
         report.machine["cores"]
     );
     md.push_str(
-        "| events/s | B1 p99 (ms) | B6 p99 (ms) | kube-apiserver cores | all processes, cores \
-         | closed watches |\n|---|---|---|---|---|---|\n",
+        "| events/s | B1 p99 (ms) | ratio | B1 p99 by round (ms) | B6 p99 (ms) \
+         | kube-apiserver cores | all processes, cores | closed watches |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     let opt = |v: Option<f64>| v.map_or("–".into(), num);
     for l in lines {
+        let rounds: Vec<String> = l
+            .round_p99
+            .iter()
+            .map(|(o, b)| format!("{} / {}", opt(*o), opt(*b)))
+            .collect();
         let _ = writeln!(
             md,
-            "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            "| {} | {} / {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
             l.rate,
             num(l.latency_p99.0),
             num(l.latency_p99.1),
+            num(l.latency_p99.0 / l.latency_p99.1),
+            rounds.join("; "),
             opt(l.completion_p99.0),
             opt(l.completion_p99.1),
             opt(l.apiserver_cores.0),
@@ -225,6 +235,7 @@ mod tests {
                 rates: vec![RateLine {
                     rate: 50,
                     latency_p99: (173.4, 256.0),
+                    round_p99: vec![(Some(150.0), Some(256.0)), (Some(180.0), None)],
                     completion_p99: (Some(217.0), None),
                     apiserver_cores: (Some(1.26), Some(1.2)),
                     busy_cores: (Some(1.8), Some(1.66)),
@@ -236,7 +247,10 @@ mod tests {
         let md = render(&report);
         assert!(md.contains("on 2 cores"), "{md}");
         assert!(
-            md.contains("| 50 | 173 / 256 | 217 / – | 1.26 / 1.20 | 1.80 / 1.66 | 2 / 0 |"),
+            md.contains(
+                "| 50 | 173 / 256 | 0.68 | 150 / 256; 180 / – | 217 / – | 1.26 / 1.20 \
+                 | 1.80 / 1.66 | 2 / 0 |"
+            ),
             "{md}"
         );
     }

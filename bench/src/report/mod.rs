@@ -190,16 +190,19 @@ pub struct PeerLatency {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLine {
     pub rate: u32,
-    /// B1 p99 (ms): ottoscaler, the bare client.
+    /// B1 p99 (ms) over every run of the rate: ottoscaler, the bare client.
     pub latency_p99: (f64, f64),
+    /// B1 p99 (ms) of each round: ottoscaler's run, the bare client's.
+    pub round_p99: Vec<(Option<f64>, Option<f64>)>,
     /// B6 p99 (ms): ottoscaler, the bare client.
     pub completion_p99: (Option<f64>, Option<f64>),
-    /// Mean CPU cores kube-apiserver used over each run.
+    /// Mean CPU cores kube-apiserver used over each contender's runs.
     pub apiserver_cores: (Option<f64>, Option<f64>),
     /// Mean CPU cores of every process measured (control plane, harness with kubesim,
     /// Redis, ottoscaler or the bare client program) over each run.
     pub busy_cores: (Option<f64>, Option<f64>),
-    /// Pod watches the API server closed during each run (a watcher fell behind).
+    /// Pod watches the API server closed during each contender's runs (a watcher fell
+    /// behind).
     pub closed_watches: (f64, f64),
 }
 

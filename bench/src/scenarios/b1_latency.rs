@@ -116,131 +116,105 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
 
         let warm_up = warm_up(env, &template, rate, count, timeout).await?;
 
-        // Both contenders start fresh after the warm-up: a new ottoscaler process, as
-        // the bare client is a new process, and new lanes whose watches (ottoscaler's
-        // and the harness') the API server sizes to the rate it has just seen. A watch
-        // opened before the warm-up keeps the 10-event buffer of a quiet server, is
-        // closed "due to unresponsiveness" at 100/s and re-watches; that was
-        // ottoscaler's alone while it lived through every rate (see README.md).
-        let lane = env.lane(&format!("b1-{rate}")).await?;
-        let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
-        let mut otto = Otto::start(env, &lane, &CONFIG, &format!("b1-{rate}"))?;
-        otto.wait_ready(Duration::from_secs(60)).await?;
-        let mut con = events::connect(&env.redis.url()).await?;
-        let ceiling_lane = env.lane(&format!("b1-ceiling-{rate}")).await?;
-        let ceiling_recorder = Recorder::start(env.env.config(), &ceiling_lane.namespace).await?;
-
-        // ottoscaler at this rate.
-        let cpu = CpuMeter::start(env, Some(otto.pid()));
-        let terminated_before = apiserver::terminated_pod_watchers(&env.client()).await?;
-        let before = otto.metrics().await?;
-        let ids = send_paced(&mut con, &lane.stream, rate, count).await?;
-        let sent = u64::from(count);
-        let total = count as usize;
-        // A pod the harness never saw would keep this waiting: after the timeout the
-        // run goes on, and the row counts what is missing instead of failing whole.
-        let waited = recorder
-            .wait("pods of every event gone", timeout, |c| c.gone >= total)
-            .await
-            .and(events::wait_len(&mut con, &lane.results, sent, Duration::from_secs(30)).await);
-        if let Err(err) = &waited {
-            eprintln!("bench: b1 at {rate}/s: {err:#}");
+        // Rounds of both contenders, who goes first alternating (ottoscaler, bare
+        // client; bare client, ottoscaler; ...), so that neither always runs right
+        // after the warm-up or right after the other. Each run is a fresh process on
+        // fresh lanes, alone on the machine: its watches (the contender's and the
+        // harness') open after the warm-up, which sized the API server's watch buffers
+        // to the rate (see `warm_up`).
+        let mut otto_runs = Vec::new();
+        let mut bare_runs = Vec::new();
+        for round in 0..plan.latency_rounds {
+            let paced = (rate, count);
+            if round.is_multiple_of(2) {
+                otto_runs.push(otto_run(env, paced, round, timeout).await?);
+                bare_runs.push(bare_run(env, &template, paced, round, timeout).await?);
+            } else {
+                bare_runs.push(bare_run(env, &template, paced, round, timeout).await?);
+                otto_runs.push(otto_run(env, paced, round, timeout).await?);
+            }
         }
-        let after = otto.metrics().await?;
-        let cpu_otto = cpu.json();
-        let terminated_otto =
-            apiserver::terminated_pod_watchers(&env.client()).await? - terminated_before;
-        let watches = |m: &Metrics| m.sum("ottoscaler_kube_requests_total", &["verb=\"watch\""]);
-        let otto_watches = watches(&after) - watches(&before);
-        let pods = recorder.pods();
-        let by_event: HashMap<&str, &PodTimes> = pods
-            .values()
-            .filter_map(|t| Some((t.event_id.as_deref()?, t)))
-            .collect();
-        let mine: Vec<(&str, &PodTimes)> = ids
-            .iter()
-            .filter_map(|id| Some((id.as_str(), *by_event.get(id.as_str())?)))
-            .collect();
-        write_csv(env, rate, &mine)?;
-        let mine_times: Vec<&PodTimes> = mine.iter().map(|(_, t)| *t).collect();
-        let seen = coverage(&ids, &mine_times, |t| t.seen_us);
-        let annotated = coverage(&ids, &mine_times, |t| t.annotated_created_us);
-        let s = summarize(&seen.latencies).context("no pod of this rate was seen")?;
-        let a = summarize(&annotated.latencies).map_or(Value::Null, |a| a.json());
 
-        // The ceiling at the same rate, with copies of ottoscaler's pod.
-        let CeilingPhase {
-            latencies: ceiling,
-            pods: ceiling_times,
-            cpu: cpu_ceiling,
-            closed_watches: terminated_ceiling,
-        } = ceiling_phase(
-            env,
-            &ceiling_lane.namespace,
-            &ceiling_recorder,
-            &template,
-            (rate, count),
-            timeout,
-        )
-        .await?;
+        let pooled = |runs: &[&Run]| -> Vec<f64> {
+            runs.iter()
+                .flat_map(|r| r.latencies.iter().copied())
+                .collect()
+        };
+        let otto_plain: Vec<&Run> = otto_runs.iter().map(|o| &o.run).collect();
+        let bare_plain: Vec<&Run> = bare_runs.iter().collect();
+        let seen = Coverage {
+            latencies: pooled(&otto_plain),
+            expected: otto_runs.iter().map(|o| o.expected).sum(),
+        };
+        let annotated: Vec<f64> = otto_runs
+            .iter()
+            .flat_map(|o| o.annotated.iter().copied())
+            .collect();
+        let ceiling = pooled(&bare_plain);
+        let s = summarize(&seen.latencies).context("no pod of this rate was seen")?;
+        let a = summarize(&annotated).map_or(Value::Null, |a| a.json());
         let c = summarize(&ceiling).context("no pod of the bare kube-rs client was seen")?;
-        let times: Vec<PodTimes> = mine.iter().map(|(_, t)| (*t).clone()).collect();
+        let times: Vec<PodTimes> = otto_plain.iter().flat_map(|r| r.pods.clone()).collect();
+        let ceiling_times: Vec<PodTimes> = bare_plain.iter().flat_map(|r| r.pods.clone()).collect();
         let p99 = |pods: &[PodTimes]| summarize(&b6_completion::samples(pods)).map(|s| s.p99);
-        let (otto_apiserver, otto_busy) = cores(&cpu_otto, "kube-apiserver");
-        let (ceiling_apiserver, ceiling_busy) = cores(&cpu_ceiling, "kube-apiserver");
         section.rates.push(RateLine {
             rate,
             latency_p99: (s.p99, c.p99),
+            round_p99: otto_runs
+                .iter()
+                .zip(&bare_runs)
+                .map(|(o, b)| (p99_of(&o.run.latencies), p99_of(&b.latencies)))
+                .collect(),
             completion_p99: (p99(&times), p99(&ceiling_times)),
-            apiserver_cores: (otto_apiserver, ceiling_apiserver),
-            busy_cores: (otto_busy, ceiling_busy),
-            closed_watches: (terminated_otto, terminated_ceiling),
+            apiserver_cores: (
+                mean_cores(&otto_plain, "kube-apiserver").0,
+                mean_cores(&bare_plain, "kube-apiserver").0,
+            ),
+            busy_cores: (
+                mean_cores(&otto_plain, "kube-apiserver").1,
+                mean_cores(&bare_plain, "kube-apiserver").1,
+            ),
+            closed_watches: (
+                otto_plain.iter().map(|r| r.closed_watches).sum(),
+                bare_plain.iter().map(|r| r.closed_watches).sum(),
+            ),
         });
 
+        let rounds: Vec<Value> = otto_runs
+            .iter()
+            .zip(&bare_runs)
+            .enumerate()
+            .map(|(round, (o, b))| round_json(round, o, b))
+            .collect();
+        let runs = plan.latency_rounds;
         section.rows.push(
             Row::new("B1", label(rate), s.p99, "ms")
                 .target(Target::at_most(50.0))
                 .shortfall(seen.shortfall())
                 .baseline(c.p99)
                 .method(format!(
-                    "{count} one-pod scale_up events XADDed at {rate}/s for {seconds} s; per \
-                     event: the time the harness' own pod watch received the pod's ADDED \
-                     event minus the XADD time in the entry id (ms). So it includes the \
-                     create round trip and the watch delivery; a pod the watch never saw \
-                     counts as missing and fails the row (pods_seen of events). ottoscaler \
-                     qps/burst 500 (not the defaults 50/100), max_workers 1000, pods run \
-                     1 s. Baseline: p99 of the bare kube-rs client program (the stock kube \
-                     client: HTTP/1.1, Nagle on, where ottoscaler has its tuned HTTP/2 \
-                     client; a process of its own, as ottoscaler is) at the same rate \
-                     (create sent -> ADDED seen), run right after. Before both, the bare \
-                     client program runs the rate once unmeasured (warm_up_bare_client); \
-                     then a fresh ottoscaler process on fresh lanes, so that its watch, \
-                     like the bare client's, opens after the warm-up."
+                    "{count} one-pod scale_up events XADDed at {rate}/s for {seconds} s, in \
+                     each of {runs} runs; per event: the time the harness' own pod watch \
+                     received the pod's ADDED event minus the XADD time in the entry id \
+                     (ms). So it includes the create round trip and the watch delivery; a \
+                     pod the watch never saw counts as missing and fails the row (pods_seen \
+                     of events). The p99 is over the events of every run together. \
+                     ottoscaler qps/burst 500 (not the defaults 50/100), max_workers 1000, \
+                     pods run 1 s. Baseline: p99 of the bare kube-rs client program (the \
+                     stock kube client: HTTP/1.1, Nagle on, where ottoscaler has its tuned \
+                     HTTP/2 client; a process of its own, as ottoscaler is) at the same rate \
+                     (create sent -> ADDED seen), {runs} runs. Before both, the bare client \
+                     program runs the rate once unmeasured (warm_up_bare_client); then the \
+                     two take turns, who goes first alternating (rounds), each run a fresh \
+                     process on fresh lanes, so that its watches open after the warm-up."
                 ))
-                .detail("events", count)
+                .detail("events", seen.expected)
                 .detail("pods_seen", seen.latencies.len())
                 .detail("pods_missing", seen.missing())
                 .detail("xadd_to_watch_added_ms", s.json())
                 .detail("xadd_to_created_at_annotation_ms", a)
-                .detail(
-                    "ottoscaler_read_to_created_ms",
-                    histogram(&before, &after, "ottoscaler_pod_create_seconds"),
-                )
-                .detail(
-                    "ottoscaler_built_to_own_watch_ms",
-                    histogram(&before, &after, "ottoscaler_pod_watch_delay_seconds"),
-                )
                 .detail("bare_client_create_to_watch_added_ms", c.json())
-                .detail("cpu_seconds", cpu_otto)
-                .detail("cpu_seconds_bare_client", cpu_ceiling)
-                .detail(
-                    "apiserver_terminated_pod_watchers",
-                    serde_json::json!({
-                        "ottoscaler_run": terminated_otto,
-                        "bare_client_run": terminated_ceiling,
-                    }),
-                )
-                .detail("ottoscaler_watch_requests", otto_watches)
+                .detail("rounds", Value::Array(rounds))
                 .detail("warm_up_bare_client", warm_up),
         );
         section
@@ -251,15 +225,153 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
             .push((format!("bare kube-rs client, {rate} pods/s"), ceiling));
         completion.push((format!("{rate} events/s"), times));
         ceiling_completion.extend(ceiling_times);
-        let code = otto.stop().await?;
-        if code != Some(0) {
-            eprintln!("bench: b1 ottoscaler at {rate}/s exited with {code:?}");
-        }
     }
     section
         .rows
         .push(b6_completion::row(&completion, &ceiling_completion)?);
     Ok(section)
+}
+
+/// The mean over `runs` of [`cores`]: `process`'s cores, and every process' together.
+fn mean_cores(runs: &[&Run], process: &str) -> (Option<f64>, Option<f64>) {
+    let mean = |values: Vec<f64>| {
+        (!values.is_empty()).then(|| round(values.iter().sum::<f64>() / values.len() as f64, 2))
+    };
+    let (one, all): (Vec<_>, Vec<_>) = runs.iter().map(|r| cores(&r.cpu, process)).unzip();
+    (
+        mean(one.into_iter().flatten().collect()),
+        mean(all.into_iter().flatten().collect()),
+    )
+}
+
+/// The p99 of `latencies` (ms), if any.
+fn p99_of(latencies: &[f64]) -> Option<f64> {
+    summarize(latencies).map(|s| s.p99)
+}
+
+/// One round's numbers for the row's detail: each contender's p99 and CPU, in the
+/// order they ran.
+fn round_json(round: usize, otto: &OttoRun, bare: &Run) -> Value {
+    serde_json::json!({
+        "order": if round.is_multiple_of(2) { "ottoscaler, bare client" } else { "bare client, ottoscaler" },
+        "ottoscaler_p99_ms": p99_of(&otto.run.latencies),
+        "bare_client_p99_ms": p99_of(&bare.latencies),
+        "ottoscaler_pods_missing": otto.expected - otto.run.latencies.len(),
+        "apiserver_terminated_pod_watchers": {
+            "ottoscaler_run": otto.run.closed_watches,
+            "bare_client_run": bare.closed_watches,
+        },
+        "cpu_seconds": otto.run.cpu,
+        "cpu_seconds_bare_client": bare.cpu,
+        "ottoscaler_read_to_created_ms": otto.create_histogram,
+        "ottoscaler_built_to_own_watch_ms": otto.watch_histogram,
+        "ottoscaler_watch_requests": otto.watch_requests,
+    })
+}
+
+/// One run of ottoscaler at one rate, as the harness saw it.
+struct OttoRun {
+    /// The events' pods: XADD -> first seen on the harness' watch (ms), their times,
+    /// the CPU and the closed watches of the run.
+    run: Run,
+    /// Events sent.
+    expected: usize,
+    /// XADD -> the created-at annotation ottoscaler wrote (ms).
+    annotated: Vec<f64>,
+    /// ottoscaler's own histograms over the run (read -> created; built -> seen on its
+    /// watch) and its watch requests.
+    create_histogram: Value,
+    watch_histogram: Value,
+    watch_requests: f64,
+}
+
+/// A fresh ottoscaler process on a fresh lane `b1-<rate>-<round>` gets `count` events
+/// at `rate`; stopped at the end, when every pod is gone and every result written.
+async fn otto_run(
+    env: &BenchEnv,
+    (rate, count): (u32, u32),
+    round: u32,
+    timeout: Duration,
+) -> Result<OttoRun> {
+    let name = format!("b1-{rate}-{round}");
+    let lane = env.lane(&name).await?;
+    let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
+    let mut otto = Otto::start(env, &lane, &CONFIG, &name)?;
+    otto.wait_ready(Duration::from_secs(60)).await?;
+    let mut con = events::connect(&env.redis.url()).await?;
+
+    let cpu = CpuMeter::start(env, Some(otto.pid()));
+    let terminated_before = apiserver::terminated_pod_watchers(&env.client()).await?;
+    let before = otto.metrics().await?;
+    let ids = send_paced(&mut con, &lane.stream, rate, count).await?;
+    let total = count as usize;
+    // A pod the harness never saw would keep this waiting: after the timeout the run
+    // goes on, and the row counts what is missing instead of failing whole.
+    let waited = recorder
+        .wait("pods of every event gone", timeout, |c| c.gone >= total)
+        .await
+        .and(
+            events::wait_len(
+                &mut con,
+                &lane.results,
+                u64::from(count),
+                Duration::from_secs(30),
+            )
+            .await,
+        );
+    if let Err(err) = &waited {
+        eprintln!("bench: b1 at {rate}/s, round {round}: {err:#}");
+    }
+    let after = otto.metrics().await?;
+    let cpu = cpu.json();
+    let closed_watches =
+        apiserver::terminated_pod_watchers(&env.client()).await? - terminated_before;
+    let watches = |m: &Metrics| m.sum("ottoscaler_kube_requests_total", &["verb=\"watch\""]);
+    let code = otto.stop().await?;
+    if code != Some(0) {
+        eprintln!("bench: b1 ottoscaler at {rate}/s, round {round}, exited with {code:?}");
+    }
+
+    let pods = recorder.pods();
+    let by_event: HashMap<&str, &PodTimes> = pods
+        .values()
+        .filter_map(|t| Some((t.event_id.as_deref()?, t)))
+        .collect();
+    let mine: Vec<(&str, &PodTimes)> = ids
+        .iter()
+        .filter_map(|id| Some((id.as_str(), *by_event.get(id.as_str())?)))
+        .collect();
+    write_csv(env, &name, &mine)?;
+    let mine_times: Vec<&PodTimes> = mine.iter().map(|(_, t)| *t).collect();
+    let seen = coverage(&ids, &mine_times, |t| t.seen_us);
+    let annotated = coverage(&ids, &mine_times, |t| t.annotated_created_us);
+    Ok(OttoRun {
+        run: Run {
+            latencies: seen.latencies,
+            pods: mine_times.into_iter().cloned().collect(),
+            cpu,
+            closed_watches,
+        },
+        expected: seen.expected,
+        annotated: annotated.latencies,
+        create_histogram: histogram(&before, &after, "ottoscaler_pod_create_seconds"),
+        watch_histogram: histogram(&before, &after, "ottoscaler_pod_watch_delay_seconds"),
+        watch_requests: watches(&after) - watches(&before),
+    })
+}
+
+/// The bare kube-rs client program on a fresh lane `b1-ceiling-<rate>-<round>`, with
+/// copies of ottoscaler's pod.
+async fn bare_run(
+    env: &BenchEnv,
+    template: &Pod,
+    paced: (u32, u32),
+    round: u32,
+    timeout: Duration,
+) -> Result<Run> {
+    let lane = env.lane(&format!("b1-ceiling-{}-{round}", paced.0)).await?;
+    let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
+    ceiling_phase(env, &lane.namespace, &recorder, template, paced, timeout).await
 }
 
 /// ottoscaler's pod for one event, as it built it: what the bare client copies. From a
@@ -319,13 +431,14 @@ async fn warm_up(
     }))
 }
 
-/// One run of the bare kube-rs client program, as the harness saw it.
-struct CeilingPhase {
-    /// Per pod: create sent -> first seen on the recorder's watch, in ms.
+/// One contender's run at one rate, as the harness saw it.
+struct Run {
+    /// Per pod: XADD (ottoscaler) or create sent (the bare client) -> first seen on the
+    /// recorder's watch, in ms.
     latencies: Vec<f64>,
     /// Each pod's times on the recorder's watch.
     pods: Vec<PodTimes>,
-    /// CPU seconds per process over the run, the bare client program's included.
+    /// CPU seconds per process over the run, the contender's included.
     cpu: Value,
     /// Pod watches the API server closed during the run.
     closed_watches: f64,
@@ -340,7 +453,7 @@ async fn ceiling_phase(
     template: &Pod,
     (rate, count): (u32, u32),
     timeout: Duration,
-) -> Result<CeilingPhase> {
+) -> Result<Run> {
     let cpu = CpuMeter::start(env, None);
     let closed_before = apiserver::terminated_pod_watchers(&env.client()).await?;
     let run = ceiling::paced_process(
@@ -369,7 +482,7 @@ async fn ceiling_phase(
         .iter()
         .filter_map(|(name, _)| seen.get(name).cloned())
         .collect();
-    Ok(CeilingPhase {
+    Ok(Run {
         latencies,
         pods,
         cpu,
@@ -394,9 +507,9 @@ fn histogram(before: &Metrics, after: &Metrics, name: &str) -> Value {
     serde_json::json!({ "mean_ms": round(mean_ms, 2), "at_or_under_seconds": buckets })
 }
 
-/// Every pod of the phase with its times, for a closer look: `b1-<rate>.csv` in the
+/// Every pod of an ottoscaler run with its times, for a closer look: `b1-<rate>-<round>.csv` in the
 /// log directory (times in microseconds since the epoch, the XADD in ms).
-fn write_csv(env: &BenchEnv, rate: u32, pods: &[(&str, &PodTimes)]) -> Result<()> {
+fn write_csv(env: &BenchEnv, run: &str, pods: &[(&str, &PodTimes)]) -> Result<()> {
     use std::fmt::Write as _;
     let mut csv = String::from(
         "event_id,xadd_ms,annotated_created_us,seen_us,running_us,finished_us,deleting_us,gone_us\n",
@@ -415,7 +528,7 @@ fn write_csv(env: &BenchEnv, rate: u32, pods: &[(&str, &PodTimes)]) -> Result<()
             t(p.gone_us)
         );
     }
-    let path = env.log_dir().join(format!("b1-{rate}.csv"));
+    let path = env.log_dir().join(format!("{run}.csv"));
     std::fs::write(&path, csv).with_context(|| format!("cannot write {}", path.display()))
 }
 
