@@ -126,11 +126,12 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
         let mut bare_runs = Vec::new();
         for round in 0..plan.latency_rounds {
             let paced = (rate, count);
-            if round.is_multiple_of(2) {
+            let bare_lane = format!("b1-ceiling-{rate}-{round}");
+            if otto_first(round) {
                 otto_runs.push(otto_run(env, paced, round, timeout).await?);
-                bare_runs.push(bare_run(env, &template, paced, round, timeout).await?);
+                bare_runs.push(ceiling_phase(env, &bare_lane, &template, paced, timeout).await?);
             } else {
-                bare_runs.push(bare_run(env, &template, paced, round, timeout).await?);
+                bare_runs.push(ceiling_phase(env, &bare_lane, &template, paced, timeout).await?);
                 otto_runs.push(otto_run(env, paced, round, timeout).await?);
             }
         }
@@ -157,6 +158,8 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
         let times: Vec<PodTimes> = otto_plain.iter().flat_map(|r| r.pods.clone()).collect();
         let ceiling_times: Vec<PodTimes> = bare_plain.iter().flat_map(|r| r.pods.clone()).collect();
         let p99 = |pods: &[PodTimes]| summarize(&b6_completion::samples(pods)).map(|s| s.p99);
+        let (otto_apiserver, otto_busy) = mean_cores(&otto_plain, "kube-apiserver");
+        let (bare_apiserver, bare_busy) = mean_cores(&bare_plain, "kube-apiserver");
         section.rates.push(RateLine {
             rate,
             latency_p99: (s.p99, c.p99),
@@ -166,14 +169,8 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
                 .map(|(o, b)| (p99_of(&o.run.latencies), p99_of(&b.latencies)))
                 .collect(),
             completion_p99: (p99(&times), p99(&ceiling_times)),
-            apiserver_cores: (
-                mean_cores(&otto_plain, "kube-apiserver").0,
-                mean_cores(&bare_plain, "kube-apiserver").0,
-            ),
-            busy_cores: (
-                mean_cores(&otto_plain, "kube-apiserver").1,
-                mean_cores(&bare_plain, "kube-apiserver").1,
-            ),
+            apiserver_cores: (otto_apiserver, bare_apiserver),
+            busy_cores: (otto_busy, bare_busy),
             closed_watches: (
                 otto_plain.iter().map(|r| r.closed_watches).sum(),
                 bare_plain.iter().map(|r| r.closed_watches).sum(),
@@ -183,8 +180,8 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
         let rounds: Vec<Value> = otto_runs
             .iter()
             .zip(&bare_runs)
-            .enumerate()
-            .map(|(round, (o, b))| round_json(round, o, b))
+            .zip(0..)
+            .map(|((o, b), round)| round_json(round, o, b))
             .collect();
         let runs = plan.latency_rounds;
         section.rows.push(
@@ -244,6 +241,11 @@ fn mean_cores(runs: &[&Run], process: &str) -> (Option<f64>, Option<f64>) {
     )
 }
 
+/// Whether ottoscaler runs first in `round` (the bare client first in the next).
+fn otto_first(round: u32) -> bool {
+    round.is_multiple_of(2)
+}
+
 /// The p99 of `latencies` (ms), if any.
 fn p99_of(latencies: &[f64]) -> Option<f64> {
     summarize(latencies).map(|s| s.p99)
@@ -251,9 +253,9 @@ fn p99_of(latencies: &[f64]) -> Option<f64> {
 
 /// One round's numbers for the row's detail: each contender's p99 and CPU, in the
 /// order they ran.
-fn round_json(round: usize, otto: &OttoRun, bare: &Run) -> Value {
+fn round_json(round: u32, otto: &OttoRun, bare: &Run) -> Value {
     serde_json::json!({
-        "order": if round.is_multiple_of(2) { "ottoscaler, bare client" } else { "bare client, ottoscaler" },
+        "order": if otto_first(round) { "ottoscaler, bare client" } else { "bare client, ottoscaler" },
         "ottoscaler_p99_ms": p99_of(&otto.run.latencies),
         "bare_client_p99_ms": p99_of(&bare.latencies),
         "ottoscaler_pods_missing": otto.expected - otto.run.latencies.len(),
@@ -360,20 +362,6 @@ async fn otto_run(
     })
 }
 
-/// The bare kube-rs client program on a fresh lane `b1-ceiling-<rate>-<round>`, with
-/// copies of ottoscaler's pod.
-async fn bare_run(
-    env: &BenchEnv,
-    template: &Pod,
-    paced: (u32, u32),
-    round: u32,
-    timeout: Duration,
-) -> Result<Run> {
-    let lane = env.lane(&format!("b1-ceiling-{}-{round}", paced.0)).await?;
-    let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
-    ceiling_phase(env, &lane.namespace, &recorder, template, paced, timeout).await
-}
-
 /// ottoscaler's pod for one event, as it built it: what the bare client copies. From a
 /// lane and process of its own, stopped before the rates.
 async fn template_pod(env: &BenchEnv) -> Result<Pod> {
@@ -413,12 +401,9 @@ async fn warm_up(
     count: u32,
     timeout: Duration,
 ) -> Result<Value> {
-    let lane = env.lane(&format!("b1-warm-up-{rate}")).await?;
-    let recorder = Recorder::start(env.env.config(), &lane.namespace).await?;
     let phase = ceiling_phase(
         env,
-        &lane.namespace,
-        &recorder,
+        &format!("b1-warm-up-{rate}"),
         template,
         (rate, count),
         timeout,
@@ -444,16 +429,18 @@ struct Run {
     closed_watches: f64,
 }
 
-/// Runs the bare kube-rs client program on `namespace`, which `recorder` watches, at `rate` events
-/// per second for `count` pods.
+/// Runs the bare kube-rs client program, with copies of `template`, on a fresh lane
+/// `lane` that the harness watches, at `rate` events per second for `count` pods.
 async fn ceiling_phase(
     env: &BenchEnv,
-    namespace: &str,
-    recorder: &Recorder,
+    lane: &str,
     template: &Pod,
     (rate, count): (u32, u32),
     timeout: Duration,
 ) -> Result<Run> {
+    let lane = env.lane(lane).await?;
+    let namespace = &lane.namespace;
+    let recorder = Recorder::start(env.env.config(), namespace).await?;
     let cpu = CpuMeter::start(env, None);
     let closed_before = apiserver::terminated_pod_watchers(&env.client()).await?;
     let run = ceiling::paced_process(
