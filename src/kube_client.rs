@@ -49,6 +49,12 @@ type BaseService = BoxService<http::Request<Body>, http::Response<Box<DynBody>>,
 /// may take before the connection is dropped (client-go uses 30 s and 15 s).
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(15);
+/// The same for HTTP/1.1 connections (`kubernetes.http2` off), with TCP keepalive: the
+/// first probe after this much silence, then every [`TCP_PROBE_INTERVAL`], dropped after
+/// [`TCP_PROBES`] unanswered (30 s + 3 x 5 s, as the HTTP/2 pings).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+const TCP_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const TCP_PROBES: u32 = 3;
 
 /// Time for the readiness probe's `/version` request.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,7 +90,7 @@ pub async fn client(
     // failing API server would be retried unseen, unpaced and uncounted.
     config.default_retry = false;
     let namespace = namespace(&settings.namespace, &config.default_namespace);
-    let client = base_service(config)?
+    let client = base_service(config, settings.http2)?
         // Innermost first: the timeout starts once the rate limit let the request go, and
         // the counter sees timeouts as `error`.
         .with_layer(&TimeoutLayer::new(REQUEST_TIMEOUT))
@@ -96,17 +102,23 @@ pub async fn client(
 
 /// kube's HTTP stack (TLS, base URI, auth, extra headers) over our own connection
 /// handling, for two reasons:
-/// - HTTP/2 where the server offers it (ALPN), as client-go does: every request and the
-///   watch share one connection. kube's builder speaks HTTP/1.1 only, so each create in
-///   flight held a connection of its own, with its TLS state and buffers (5,000 sockets
-///   and ~300 MiB at 10,000 workers starting at once).
+/// - HTTP/2 where the server offers it (ALPN) and `http2` is on, as client-go does:
+///   every request and the watch share one connection. kube's builder speaks HTTP/1.1
+///   only, so each request in flight holds a connection of its own, with its TLS state
+///   and buffers (before `kubernetes.max_concurrent_creates`, 5,000 sockets and ~300 MiB
+///   at 10,000 workers starting at once). With `http2` off, that is what we do too:
+///   on an API server short of CPU, requests on connections of their own were served
+///   sooner than the same requests multiplexed on one (README "Known limits").
 /// - `TCP_NODELAY`: kube leaves Nagle on (kube-rs/kube#2056), so the first request on a
 ///   new connection waited ~40 ms for the server's delayed ACK.
 ///
 /// HTTP/2 pings every [`H2_PING_INTERVAL`] find a dead connection (an API server gone
 /// without closing it) in seconds instead of at the next request's timeout. With a
 /// proxy configured, kube's builder is used as is, since it alone knows how to tunnel.
-fn base_service(config: Config) -> Result<ClientBuilder<BaseService>, KubeClientError> {
+fn base_service(
+    config: Config,
+    http2: bool,
+) -> Result<ClientBuilder<BaseService>, KubeClientError> {
     if config.proxy_url.is_some() {
         return ClientBuilder::try_from(config).map_err(KubeClientError::Client);
     }
@@ -114,6 +126,11 @@ fn base_service(config: Config) -> Result<ClientBuilder<BaseService>, KubeClient
     connector.enforce_http(false);
     connector.set_nodelay(true);
     connector.set_connect_timeout(config.connect_timeout);
+    if !http2 {
+        connector.set_keepalive(Some(TCP_KEEPALIVE));
+        connector.set_keepalive_interval(Some(TCP_PROBE_INTERVAL));
+        connector.set_keepalive_retries(Some(TCP_PROBES));
+    }
     let tls = config
         .rustls_client_config()
         .map_err(KubeClientError::Client)?;
@@ -131,7 +148,11 @@ fn base_service(config: Config) -> Result<ClientBuilder<BaseService>, KubeClient
         }
         None => https,
     };
-    let https = https.enable_all_versions().wrap_connector(connector);
+    let https = if http2 {
+        https.enable_all_versions().wrap_connector(connector)
+    } else {
+        https.enable_http1().wrap_connector(connector)
+    };
     let http: hyper_util::client::legacy::Client<_, Body> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())

@@ -120,6 +120,12 @@ pub struct KubernetesSettings {
     /// Pod creates in flight at once; the other new workers wait for a slot without
     /// holding a request. Bounds memory and API server load in a burst. Default 64.
     pub max_concurrent_creates: u32,
+    /// Offer HTTP/2 to the API server (ALPN): every request and the watch share one
+    /// connection, as client-go does. `false`: HTTP/1.1, a connection per request in
+    /// flight (kept for reuse), as the stock kube client does; on an API server short of
+    /// CPU that gets ottoscaler's requests served sooner, at the cost of more sockets
+    /// (README "Known limits"). Default true.
+    pub http2: bool,
     /// Record a Kubernetes Event on the pod of each worker that ends `failed`,
     /// `timed_out`, `lost` or `cancelled` (needs `events.k8s.io` `events: create,
     /// patch`). Default true.
@@ -325,6 +331,7 @@ impl Default for KubernetesSettings {
             qps: 50,
             burst: 100,
             max_concurrent_creates: 64,
+            http2: true,
             events: true,
             events_per_second: 5,
             events_burst: 20,

@@ -53,14 +53,21 @@ async fn wait_no_pods(ns: &str, timeout: Duration) {
 
 /// A namespace, a redis-server and the binary running against both.
 async fn start(label: &str) -> (String, RedisServer, Ottoscaler) {
+    start_with(label, &[]).await
+}
+
+/// [`start`], with these environment variables set for ottoscaler.
+async fn start_with(label: &str, env: &[(&str, &str)]) -> (String, RedisServer, Ottoscaler) {
     let ns = testenv::shared().namespace(label).await;
     let redis = RedisServer::start();
     let dir = temp_dir(&format!("e2e-{label}"));
-    let ottoscaler = Ottoscaler::start(
+    let launch = env.iter().fold(
         Launch::new(redis.port(), &ns, &dir)
             .config(SHORT_AND_LONG_TEMPLATES)
             .consumer(&format!("ottoscaler-e2e-{label}")),
+        |launch, (key, value)| launch.env(key, value),
     );
+    let ottoscaler = Ottoscaler::start(launch);
     (ns, redis, ottoscaler)
 }
 
@@ -177,8 +184,31 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
 /// (over HTTP/1.1 it did, and each one kept its TLS state and buffers).
 #[tokio::test]
 async fn a_burst_of_creates_shares_one_connection_to_the_api_server() {
+    let connections = burst_of_creates("h2", &[]).await;
+    // An HTTP/1.1 pool would still hold an idle connection per create that was in flight.
+    assert!(
+        (1..=2).contains(&connections),
+        "{connections} connections to the API server after 50 concurrent creates"
+    );
+}
+
+/// `kubernetes.http2 = false`: HTTP/1.1, as the stock kube client, a connection per
+/// request in flight; the workers run as with HTTP/2.
+#[tokio::test]
+async fn with_http2_off_a_burst_of_creates_opens_connections_of_their_own() {
+    let connections = burst_of_creates("h1", &[("OTTOSCALER_KUBERNETES__HTTP2", "false")]).await;
+    assert!(
+        connections > 2,
+        "{connections} connections to the API server after 50 concurrent creates over HTTP/1.1"
+    );
+}
+
+/// Starts ottoscaler with `env`, has it create 50 pods at once (the most one event may
+/// ask for), and returns how many connections it then holds to the API server; then
+/// scales the task down and waits until its pods are gone.
+async fn burst_of_creates(label: &str, env_vars: &[(&str, &str)]) -> usize {
     let env = testenv::shared();
-    let (ns, redis, mut ottoscaler) = start("h2").await;
+    let (ns, redis, mut ottoscaler) = start_with(label, env_vars).await;
     let port = redis.port();
     ottoscaler.wait_http("/readyz", 200, Duration::from_secs(30));
     let apiserver_port: u16 = env
@@ -188,7 +218,7 @@ async fn a_burst_of_creates_shares_one_connection_to_the_api_server() {
         .and_then(|p| p.parse().ok())
         .expect("the server URL ends with its port");
 
-    let pod_count = 50; // the most one event may ask for
+    let pod_count = 50;
     let count = pod_count.to_string();
     xadd(
         port,
@@ -205,12 +235,7 @@ async fn a_burst_of_creates_shares_one_connection_to_the_api_server() {
         ottoscaler.metric(created) == Some(f64::from(pod_count))
     })
     .await;
-    // An HTTP/1.1 pool would still hold an idle connection per create that was in flight.
     let connections = connections_to(ottoscaler.pid(), apiserver_port);
-    assert!(
-        (1..=2).contains(&connections),
-        "{connections} connections to the API server after {pod_count} concurrent creates"
-    );
 
     xadd(
         port,
@@ -218,4 +243,5 @@ async fn a_burst_of_creates_shares_one_connection_to_the_api_server() {
         &[("type", "scale_down"), ("task_id", "task-burst")],
     );
     wait_no_pods(&ns, Duration::from_secs(60)).await;
+    connections
 }
