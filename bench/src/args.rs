@@ -23,7 +23,7 @@ usage: ottoscaler-bench [--quick] [--out DIR] [--ottoscaler PATH] [--only B1,H1,
   --rates LIST       B1's rates in events/s, in this order (default 10,25,50,100); a
                      rate not in the default list sends for 10 s; for diagnosis
   --rounds N         B1's rounds per rate, each a run of ottoscaler and one of the bare
-                     client, who goes first alternating (default 2; --quick 1)
+                     client, who goes first alternating (default 3; --quick 1)
   --peers            also run K1: ottoscaler next to KEDA's ScaledJob (builds the KEDA
                      operator with testenv/keda/build.sh, cached; what make bench-peers
                      runs)
@@ -245,7 +245,8 @@ impl Plan {
         Plan {
             quick: false,
             latency_rates: vec![(10, 20), (25, 10), (50, 10), (100, 10)],
-            latency_rounds: 2,
+            // Odd, so the median of the rounds' ratios is one round's.
+            latency_rounds: 3,
             throughput_events: 2000,
             throughput_concurrency: 200,
             cost_workers: 50,
@@ -392,9 +393,9 @@ mod tests {
                 .expect("args")
                 .plan()
         };
-        assert_eq!(plan(&[]).latency_rounds, 2);
+        assert_eq!(plan(&[]).latency_rounds, 3);
         assert_eq!(plan(&["--quick"]).latency_rounds, 1);
-        assert_eq!(plan(&["--rounds", "3"]).latency_rounds, 3);
+        assert_eq!(plan(&["--rounds", "4"]).latency_rounds, 4);
         assert_eq!(plan(&["--quick", "--rounds", "2"]).latency_rounds, 2);
         for bad in ["0", "11", "two"] {
             let err = Args::parse("bench", &args(&["--rounds", bad])).expect_err(bad);

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,12 +15,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
+use kube::client::ClientBuilder;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
+use tower::util::MapRequestLayer;
 
 /// How long one pod may take from create to gone.
 const POD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -116,12 +119,15 @@ pub async fn paced(
 /// The subcommand of this binary that runs [`paced`] as a process of its own.
 pub const PACED_COMMAND: &str = "bare-client-paced";
 
-/// What the [`PACED_COMMAND`] process reports: each pod's create-sent time, and the CPU
-/// seconds it used.
+/// What the [`PACED_COMMAND`] process reports: each pod's create-sent time, the CPU
+/// seconds it used, and how many times its pod watch was opened.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PacedRun {
     pub sent: Vec<(String, i64)>,
     pub cpu_seconds: Option<f64>,
+    /// WATCH requests sent: the first, then one each time the watch was re-opened (the
+    /// API server closed it, or it failed and was listed anew).
+    pub watch_requests: u64,
 }
 
 /// [`paced`] in a child process (this binary's [`PACED_COMMAND`]), for B1: ottoscaler
@@ -182,7 +188,19 @@ pub async fn paced_main(args: &[String]) -> Result<()> {
     let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
         .await
         .with_context(|| format!("kubeconfig {kubeconfig}"))?;
-    let client = Client::try_from(config).context("kube client")?;
+    // Counts the watch requests on the way out, as ottoscaler's own request counter does.
+    let watches = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&watches);
+    let count_watches = MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+        if is_watch(request.uri()) {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+        request
+    });
+    let client = ClientBuilder::try_from(config)
+        .context("kube client")?
+        .with_layer(&count_watches)
+        .build();
     let template: Pod = serde_json::from_slice(
         &std::fs::read(template).with_context(|| format!("cannot read {template}"))?,
     )
@@ -193,9 +211,16 @@ pub async fn paced_main(args: &[String]) -> Result<()> {
     let run = PacedRun {
         sent,
         cpu_seconds: crate::procfs::cpu_seconds(std::process::id()),
+        watch_requests: watches.load(Ordering::Relaxed),
     };
     println!("{}", serde_json::to_string(&run)?);
     Ok(())
+}
+
+/// Whether a request opens a watch (`watch=true` or `watch=1` in its query).
+fn is_watch(uri: &http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
 }
 
 type Watch = (Api<Pod>, Arc<Mutex<Waiters>>, tokio::task::JoinHandle<()>);
@@ -320,6 +345,18 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
     use kube::core::ObjectMeta;
+
+    #[test]
+    fn only_watch_requests_count_as_watches() {
+        let uri = |s: &str| s.parse::<http::Uri>().expect("uri");
+        assert!(is_watch(&uri(
+            "/api/v1/namespaces/a/pods?&watch=true&timeoutSeconds=290&resourceVersion=7"
+        )));
+        assert!(is_watch(&uri("/api/v1/pods?watch=1")));
+        assert!(!is_watch(&uri("/api/v1/namespaces/a/pods?limit=500")));
+        assert!(!is_watch(&uri("/api/v1/namespaces/a/pods")));
+        assert!(!is_watch(&uri("/api/v1/pods?allowWatchBookmarks=true")));
+    }
 
     #[test]
     fn a_blank_copy_keeps_labels_and_spec_but_no_identity_node_or_status() {

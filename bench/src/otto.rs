@@ -33,12 +33,19 @@ fn passed_env(
     .collect()
 }
 
+/// ottoscaler's default `kubernetes.max_concurrent_creates`.
+pub const DEFAULT_MAX_CONCURRENT_CREATES: u32 = 64;
+
 /// The settings a scenario changes; everything else is ottoscaler's default.
 #[derive(Debug, Clone)]
 pub struct OttoConfig {
     /// `kubernetes.qps` / `kubernetes.burst`.
     pub qps: u32,
     pub burst: u32,
+    /// `kubernetes.max_concurrent_creates`.
+    pub max_concurrent_creates: u32,
+    /// `kubernetes.http2`.
+    pub http2: bool,
     /// `limits.max_workers` / `limits.max_pods_per_event`.
     pub max_workers: u32,
     pub max_pods_per_event: u32,
@@ -52,6 +59,8 @@ impl Default for OttoConfig {
         OttoConfig {
             qps: 50,
             burst: 100,
+            max_concurrent_creates: DEFAULT_MAX_CONCURRENT_CREATES,
+            http2: true,
             max_workers: 200,
             max_pods_per_event: 50,
             run_seconds: 1.0,
@@ -64,6 +73,8 @@ impl OttoConfig {
         let OttoConfig {
             qps,
             burst,
+            max_concurrent_creates,
+            http2,
             max_workers,
             max_pods_per_event,
             run_seconds,
@@ -72,6 +83,8 @@ impl OttoConfig {
             r#"[kubernetes]
 qps = {qps}
 burst = {burst}
+max_concurrent_creates = {max_concurrent_creates}
+http2 = {http2}
 
 [limits]
 max_workers = {max_workers}
@@ -400,6 +413,8 @@ ottoscaler_kube_requests_total{verb="watch",code="200"} 1
         }
         .toml();
         assert!(toml.contains("qps = 500"));
+        assert!(toml.contains("max_concurrent_creates = 64"));
+        assert!(toml.contains("http2 = true"));
         assert!(toml.contains(r#""kubesim.ottoscaler.dev/run-seconds" = "0""#));
     }
 }

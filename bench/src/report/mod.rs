@@ -194,6 +194,8 @@ pub struct RateLine {
     pub latency_p99: (f64, f64),
     /// B1 p99 (ms) of each round: ottoscaler's run, the bare client's.
     pub round_p99: Vec<(Option<f64>, Option<f64>)>,
+    /// The median over rounds of each round's ottoscaler p99 / bare client p99.
+    pub median_round_ratio: Option<f64>,
     /// B6 p99 (ms): ottoscaler, the bare client.
     pub completion_p99: (Option<f64>, Option<f64>),
     /// Mean CPU cores kube-apiserver used over each contender's runs.
@@ -201,9 +203,9 @@ pub struct RateLine {
     /// Mean CPU cores of every process measured (control plane, harness with kubesim,
     /// Redis, ottoscaler or the bare client program) over each run.
     pub busy_cores: (Option<f64>, Option<f64>),
-    /// Pod watches the API server closed during each contender's runs (a watcher fell
-    /// behind).
-    pub closed_watches: (f64, f64),
+    /// How many times each contender re-opened its own pod watch over its runs (the API
+    /// server closed it because it fell behind, or it failed and was listed anew).
+    pub watch_reopens: (f64, f64),
 }
 
 impl Section {

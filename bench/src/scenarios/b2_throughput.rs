@@ -12,7 +12,7 @@ use crate::args::Plan;
 use crate::bench_env::BenchEnv;
 use crate::ceiling;
 use crate::events;
-use crate::otto::{Otto, OttoConfig};
+use crate::otto::{DEFAULT_MAX_CONCURRENT_CREATES, Otto, OttoConfig};
 use crate::recorder::{Recorder, now_us};
 use crate::report::json::round;
 use crate::report::{Row, Section, Target};
@@ -35,6 +35,8 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
     let config = OttoConfig {
         qps: 1000,
         burst: 1000,
+        max_concurrent_creates: DEFAULT_MAX_CONCURRENT_CREATES,
+        http2: true,
         max_workers: concurrency,
         max_pods_per_event: 1,
         run_seconds: 0.0,

@@ -11,7 +11,7 @@ use super::{CpuMeter, b5_restart, mib};
 use crate::args::Plan;
 use crate::bench_env::BenchEnv;
 use crate::events;
-use crate::otto::{Otto, OttoConfig};
+use crate::otto::{DEFAULT_MAX_CONCURRENT_CREATES, Otto, OttoConfig};
 use crate::procfs;
 use crate::recorder::Recorder;
 use crate::report::json::round;
@@ -52,6 +52,8 @@ async fn measure(env: &BenchEnv, plan: &Plan, section: &mut Section) -> Result<(
     let config = OttoConfig {
         qps: 1000,
         burst: 1000,
+        max_concurrent_creates: DEFAULT_MAX_CONCURRENT_CREATES,
+        http2: true,
         max_workers: max,
         max_pods_per_event: per_event,
         run_seconds: 3600.0,

@@ -12,8 +12,8 @@ use crate::recorder::PodTimes;
 use crate::report::{Row, Target};
 use crate::stats::summarize;
 
-/// The row's label: B1's pods, so ottoscaler ran with B1's qps/burst 500.
-pub const LABEL: &str = "completion latency p99 (qps/burst 500)";
+/// The row's label: B1's pods, so ottoscaler ran with B1's settings.
+pub const LABEL: &str = "completion latency p99 (qps/burst 500, HTTP/1.1)";
 
 /// Succeeded -> deleting, in ms, of every pod that went through both.
 pub fn samples(pods: &[PodTimes]) -> Vec<f64> {
@@ -42,8 +42,8 @@ pub fn row(groups: &[(String, Vec<PodTimes>)], bare_client: &[PodTimes]) -> Resu
     }
     Ok(row
         .method(
-            "B1's pods (all rates together; ottoscaler qps/burst 500, not the defaults \
-             50/100): the harness' pod watch seeing phase Succeeded \
+            "B1's pods (all rates together; ottoscaler with B1's settings, not the defaults: \
+             qps/burst 500, 1000 creates in flight, HTTP/1.1): the harness' pod watch seeing phase Succeeded \
              (written by kubesim) -> the same watch seeing the pod deleted (deletionTimestamp \
              or DELETED; a finished pod is deleted at once). Includes ottoscaler's watch \
              delivery, the outcome decision, the result's Lua XADD on Redis and the delete \

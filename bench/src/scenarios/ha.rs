@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::CpuMeter;
 use crate::bench_env::{BenchEnv, Lane};
 use crate::events::{self, Tally};
-use crate::otto::{Otto, OttoConfig};
+use crate::otto::{DEFAULT_MAX_CONCURRENT_CREATES, Otto, OttoConfig};
 use crate::recorder::Recorder;
 use crate::report::Row;
 use crate::report::json::round;
@@ -34,6 +34,8 @@ pub const RELEASED_LINE: &str = "released the Lease";
 pub const CONFIG: OttoConfig = OttoConfig {
     qps: 50,
     burst: 100,
+    max_concurrent_creates: DEFAULT_MAX_CONCURRENT_CREATES,
+    http2: true,
     max_workers: 200,
     max_pods_per_event: 50,
     run_seconds: 1.0,

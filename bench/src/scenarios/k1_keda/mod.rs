@@ -31,7 +31,7 @@ use super::b1_latency::{Coverage, coverage};
 use crate::args::{Paced, Plan};
 use crate::bench_env::{BenchEnv, Lane};
 use crate::keda::{self, KedaBuild, Operator, OperatorConfig};
-use crate::otto::{Otto, OttoConfig};
+use crate::otto::{DEFAULT_MAX_CONCURRENT_CREATES, Otto, OttoConfig};
 use crate::recorder::{PodTimes, Recorder};
 use crate::report::json::round;
 use crate::report::{PeerLatency, Row, Section};
@@ -44,6 +44,8 @@ const QPS: u32 = 500;
 const CONFIG: OttoConfig = OttoConfig {
     qps: QPS,
     burst: QPS,
+    max_concurrent_creates: DEFAULT_MAX_CONCURRENT_CREATES,
+    http2: true,
     max_workers: 1000,
     max_pods_per_event: 50,
     run_seconds: 1.0,
