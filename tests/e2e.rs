@@ -125,7 +125,12 @@ async fn the_binary_runs_the_seed_event_end_to_end_and_stops_cleanly() {
     // Each created pod's first watch event is timed once.
     let first_seen = ottoscaler.metric("ottoscaler_pod_watch_delay_seconds_count");
     assert_eq!(first_seen, Some(3.0));
-    assert_eq!(ottoscaler.metric("ottoscaler_workers_active"), Some(0.0));
+    // A worker ends when ottoscaler's own watch delivers its pod's DELETED, which may be
+    // a moment after the list above found the pods gone.
+    wait_until("no worker active", Duration::from_secs(10), || {
+        ottoscaler.metric("ottoscaler_workers_active") == Some(0.0)
+    })
+    .await;
 
     // Readiness follows Redis.
     redis.stop();
