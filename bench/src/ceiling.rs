@@ -19,6 +19,7 @@ use kube::client::ClientBuilder;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use ottoscaler::kube_client::layers::is_watch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
@@ -217,12 +218,6 @@ pub async fn paced_main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Whether a request opens a watch (`watch=true` or `watch=1` in its query).
-fn is_watch(uri: &http::Uri) -> bool {
-    uri.query()
-        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
-}
-
 type Watch = (Api<Pod>, Arc<Mutex<Waiters>>, tokio::task::JoinHandle<()>);
 
 /// The shared watch on `namespace`, listed and running.
@@ -345,18 +340,6 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
     use kube::core::ObjectMeta;
-
-    #[test]
-    fn only_watch_requests_count_as_watches() {
-        let uri = |s: &str| s.parse::<http::Uri>().expect("uri");
-        assert!(is_watch(&uri(
-            "/api/v1/namespaces/a/pods?&watch=true&timeoutSeconds=290&resourceVersion=7"
-        )));
-        assert!(is_watch(&uri("/api/v1/pods?watch=1")));
-        assert!(!is_watch(&uri("/api/v1/namespaces/a/pods?limit=500")));
-        assert!(!is_watch(&uri("/api/v1/namespaces/a/pods")));
-        assert!(!is_watch(&uri("/api/v1/pods?allowWatchBookmarks=true")));
-    }
 
     #[test]
     fn a_blank_copy_keeps_labels_and_spec_but_no_identity_node_or_status() {

@@ -172,6 +172,13 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
             .map(|(o, b)| (p99_of(&o.run.latencies), p99_of(&b.latencies)))
             .collect();
         let round_ratio = median_round_ratio(&round_p99);
+        let rounds: Vec<Value> = otto_runs
+            .iter()
+            .zip(&bare_runs)
+            .zip(&round_p99)
+            .zip(0..)
+            .map(|(((o, b), p99s), round)| round_json(round, o, b, *p99s))
+            .collect();
         section.rates.push(RateLine {
             rate,
             latency_p99: (s.p99, c.p99),
@@ -186,12 +193,6 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
             ),
         });
 
-        let rounds: Vec<Value> = otto_runs
-            .iter()
-            .zip(&bare_runs)
-            .zip(0..)
-            .map(|((o, b), round)| round_json(round, o, b))
-            .collect();
         let runs = plan.latency_rounds;
         section.rows.push(
             Row::new("B1", label(rate), s.p99, "ms")
@@ -282,13 +283,18 @@ fn p99_of(latencies: &[f64]) -> Option<f64> {
     summarize(latencies).map(|s| s.p99)
 }
 
-/// One round's numbers for the row's detail: each contender's p99 and CPU, in the
-/// order they ran.
-fn round_json(round: u32, otto: &OttoRun, bare: &Run) -> Value {
+/// One round's numbers for the row's detail: each contender's p99 (`p99s`, as the
+/// by-rate table has them) and CPU, in the order they ran.
+fn round_json(
+    round: u32,
+    otto: &OttoRun,
+    bare: &Run,
+    (otto_p99, bare_p99): (Option<f64>, Option<f64>),
+) -> Value {
     serde_json::json!({
         "order": if otto_first(round) { "ottoscaler, bare client" } else { "bare client, ottoscaler" },
-        "ottoscaler_p99_ms": p99_of(&otto.run.latencies),
-        "bare_client_p99_ms": p99_of(&bare.latencies),
+        "ottoscaler_p99_ms": otto_p99,
+        "bare_client_p99_ms": bare_p99,
         "ottoscaler_pods_missing": otto.expected - otto.run.latencies.len(),
         "own_watch_reopens": {
             "ottoscaler": otto.run.own_watch_reopens,
@@ -315,7 +321,7 @@ struct OttoRun {
     /// XADD -> the created-at annotation ottoscaler wrote (ms).
     annotated: Vec<f64>,
     /// ottoscaler's own histograms over the run (read -> created; built -> seen on its
-    /// watch) and its watch requests.
+    /// watch).
     create_histogram: Value,
     watch_histogram: Value,
 }
