@@ -242,6 +242,10 @@ pub struct Ledger<H, R> {
     superseded: HashSet<String>,
     /// Pods seen in the current re-list, while one runs.
     relist: Option<HashSet<String>>,
+    /// Started scale_ups and when each must be durable, oldest first: one timeout for
+    /// all, so start order is deadline order, and one timer (the shell's, for the front)
+    /// serves them all. Settled ones leave as they reach the front.
+    settle_by: VecDeque<(Instant, String)>,
     /// The first pod list is done: adoption is complete and capacity is known.
     pub synced: bool,
     pub stopping: bool,
@@ -269,6 +273,7 @@ impl<H: Clone, R> Ledger<H, R> {
             given_up: HashSet::new(),
             superseded: HashSet::new(),
             relist: None,
+            settle_by: VecDeque::new(),
             synced: false,
             stopping: false,
             restarts_total: 0,
@@ -690,6 +695,47 @@ impl<H: Clone, R> Ledger<H, R> {
         match self.events.get_mut(event_id) {
             Some(p) if !p.queued => std::mem::take(&mut p.responders),
             _ => Vec::new(),
+        }
+    }
+
+    /// A scale_up started: unless settled first, it expires at `deadline` (calls come
+    /// in deadline order: now plus the one settle timeout).
+    pub fn settle_by(&mut self, event_id: &str, deadline: Instant) {
+        self.drop_settled_deadlines();
+        self.settle_by.push_back((deadline, event_id.to_string()));
+    }
+
+    /// The events whose deadline passed by `now` and who still waits for each (see
+    /// [`Ledger::expire`]); events nobody waits for any more are left out.
+    pub fn expire_due(&mut self, now: Instant) -> Vec<(String, Vec<R>)> {
+        let mut expired = Vec::new();
+        while self.settle_by.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, event_id)) = self.settle_by.pop_front() {
+                let waiting = self.expire(&event_id);
+                if !waiting.is_empty() {
+                    expired.push((event_id, waiting));
+                }
+            }
+        }
+        expired
+    }
+
+    /// When the next started, unsettled scale_up expires: what the shell's one timer is
+    /// set for.
+    pub fn next_settle_deadline(&mut self) -> Option<Instant> {
+        self.drop_settled_deadlines();
+        self.settle_by.front().map(|(at, _)| *at)
+    }
+
+    /// Drops deadlines at the front whose event settled (or left the books) already:
+    /// the queue holds about the events in flight, not every event of the timeout.
+    fn drop_settled_deadlines(&mut self) {
+        while self
+            .settle_by
+            .front()
+            .is_some_and(|(_, id)| !self.events.contains_key(id))
+        {
+            self.settle_by.pop_front();
         }
     }
 

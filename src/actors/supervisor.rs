@@ -87,6 +87,8 @@ pub struct Supervisor {
     /// memory and adopted when this replica becomes the leader. No worker runs and no
     /// event is taken meanwhile.
     standby: Option<BTreeMap<String, PodObservation>>,
+    /// The one settle timer, set for the earliest started scale_up's deadline.
+    settle_timer: Option<SpawnHandle>,
 }
 
 impl Supervisor {
@@ -99,6 +101,7 @@ impl Supervisor {
             watch_up: false,
             last_watch_failure: None,
             standby: None,
+            settle_timer: None,
         }
     }
 
@@ -219,20 +222,35 @@ impl Supervisor {
             }
         }
         info!(%event_id, task_id = %event.task_id, new = to_start.len(), "scale_up started");
-        let settle_timeout = self.config.settle_timeout;
-        ctx.run_later(settle_timeout, move |act, _| {
-            let waiting = act.ledger.expire(&event_id);
-            if !waiting.is_empty() {
-                warn!(%event_id, after = ?settle_timeout, "scale_up not durable in time; its entry stays pending for a later delivery");
-            }
-            for r in waiting {
-                let _ = r.send(Err(EventRefused::Stalled {
-                    after: settle_timeout,
-                }));
-            }
-        });
+        self.ledger
+            .settle_by(&event_id, Instant::now() + self.config.settle_timeout);
         self.answer_if_settled(&event.event_id);
+        self.arm_settle_timer(ctx);
         self.update_gauge();
+    }
+
+    /// One timer for every started scale_up's settle timeout, set for the earliest
+    /// (a timer each would be polled on every message the Supervisor gets: with the
+    /// 10 min default, thousands of them).
+    fn arm_settle_timer(&mut self, ctx: &mut Context<Self>) {
+        if self.settle_timer.is_some() {
+            return;
+        }
+        let Some(at) = self.ledger.next_settle_deadline() else {
+            return;
+        };
+        let delay = at.saturating_duration_since(Instant::now());
+        self.settle_timer = Some(ctx.run_later(delay, |act, ctx| {
+            act.settle_timer = None;
+            let after = act.config.settle_timeout;
+            for (event_id, waiting) in act.ledger.expire_due(Instant::now()) {
+                warn!(%event_id, ?after, "scale_up not durable in time; its entry stays pending for a later delivery");
+                for r in waiting {
+                    let _ = r.send(Err(EventRefused::Stalled { after }));
+                }
+            }
+            act.arm_settle_timer(ctx);
+        }));
     }
 
     fn answer_if_settled(&mut self, event_id: &str) {

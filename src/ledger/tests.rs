@@ -441,6 +441,52 @@ fn an_expired_event_hands_back_its_waiters_but_not_while_queued() {
 }
 
 #[test]
+fn settle_deadlines_expire_in_order_and_settled_events_leave_the_queue() {
+    let mut books = synced(10);
+    let t0 = Instant::now();
+    let second = std::time::Duration::from_secs(1);
+    let first = start(&mut books, up("1-0", "t", 1), "a");
+    books.settle_by("1-0", t0 + second);
+    start(&mut books, up("2-0", "t", 1), "b");
+    books.settle_by("2-0", t0 + 2 * second);
+    start(&mut books, up("3-0", "t", 1), "c");
+    books.settle_by("3-0", t0 + 3 * second);
+    assert_eq!(books.next_settle_deadline(), Some(t0 + second));
+    assert!(books.expire_due(t0).is_empty(), "nothing is due yet");
+
+    // 1-0 settles in time: it leaves the front, and the timer is for 2-0 next.
+    assert!(books.settle(&first[0]).is_some());
+    assert_eq!(books.next_settle_deadline(), Some(t0 + 2 * second));
+
+    // Past 2-0's deadline only: 2-0 expires, 3-0 still has a second.
+    let due = books.expire_due(t0 + 2 * second);
+    assert_eq!(due, vec![("2-0".to_string(), vec!["b"])]);
+    assert_eq!(books.next_settle_deadline(), Some(t0 + 3 * second));
+    let due = books.expire_due(t0 + 10 * second);
+    assert_eq!(due, vec![("3-0".to_string(), vec!["c"])]);
+    assert_eq!(books.next_settle_deadline(), None);
+}
+
+#[test]
+fn settled_events_do_not_pile_up_behind_the_settle_timeout() {
+    let mut books = synced(10_000);
+    let t0 = Instant::now();
+    let timeout = std::time::Duration::from_secs(600);
+    for i in 0..1000 {
+        let id = format!("{i}-0");
+        let pods = start(&mut books, up(&id, "t", 1), "r");
+        books.settle_by(&id, t0 + timeout);
+        books.settle(&pods[0]);
+    }
+    assert!(
+        books.settle_by.len() <= 1,
+        "{} deadlines kept",
+        books.settle_by.len()
+    );
+    assert_eq!(books.next_settle_deadline(), None);
+}
+
+#[test]
 fn stopping_refuses_every_queued_event() {
     let mut books = Books::new(10);
     books.admit(up("1-0", "t", 1), "up");
