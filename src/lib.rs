@@ -14,7 +14,8 @@
 //! - [`messages`]: every message between actors, and the `ScaleEvent` model with its
 //!   validation.
 //! - [`actors`]: one actor per module (reader, supervisor, worker, watch, publisher).
-//! - [`pods`]: pod names, templates and pod building (pure).
+//! - [`pods`]: pod names, templates and pod building (pure); [`pod_view`]: the part of a
+//!   pod the watch decodes.
 //! - [`lease`]: leader election's decisions and the fence every acting path checks (pure).
 //! - [`ledger`]: the Supervisor's books: workers, events, queue, restarts (pure).
 //! - [`lifecycle`]: one worker's state machine: inputs in, actions out (pure).
@@ -38,6 +39,7 @@ pub mod lifecycle;
 pub mod messages;
 pub mod metrics;
 pub mod outcome;
+pub mod pod_view;
 pub mod pods;
 pub mod retry;
 pub mod scheduler;

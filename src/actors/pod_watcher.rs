@@ -4,7 +4,8 @@
 //! re-lists after a gap (410 Gone, a dropped connection), with backoff. Each event is
 //! reduced to a small [`PodObservation`](crate::messages::PodObservation) and sent to
 //! the Supervisor, which hands it to the pod's worker. API cost: one list and one open
-//! watch, however many workers run.
+//! watch, however many workers run. Pods are decoded as a [`PodView`] (no spec, no
+//! managed fields): the watch is where most of a worker's JSON arrives.
 
 use actix::prelude::*;
 use futures::StreamExt;
@@ -16,16 +17,21 @@ use tracing::{info, warn};
 
 use crate::messages::PodWatchEvent;
 use crate::outcome::observe;
+use crate::pod_view::{self, PodView};
 use crate::pods::MANAGED_BY_SELECTOR;
 
 pub struct PodWatcher {
-    pods: Api<Pod>,
+    pods: Api<PodView>,
     target: Recipient<PodWatchEvent>,
 }
 
 impl PodWatcher {
+    /// Watches the pods of `pods`' namespace (all namespaces for `Api::all`).
     pub fn new(pods: Api<Pod>, target: Recipient<PodWatchEvent>) -> Self {
-        Self { pods, target }
+        Self {
+            pods: pod_view::views(&pods),
+            target,
+        }
     }
 
     /// Lists, then watches; the watcher re-lists by itself after a gap.
@@ -39,12 +45,12 @@ impl PodWatcher {
 }
 
 /// One watcher event as the message the Supervisor gets.
-fn translate(event: Result<Event<Pod>, watcher::Error>) -> PodWatchEvent {
+fn translate(event: Result<Event<PodView>, watcher::Error>) -> PodWatchEvent {
     match event {
         Ok(Event::Init) => PodWatchEvent::Relisting,
-        Ok(Event::InitApply(pod)) => PodWatchEvent::Listed(observe(&pod)),
+        Ok(Event::InitApply(pod)) => PodWatchEvent::Listed(observe(&Pod::from(pod))),
         Ok(Event::InitDone) => PodWatchEvent::ListDone,
-        Ok(Event::Apply(pod)) => PodWatchEvent::Applied(observe(&pod)),
+        Ok(Event::Apply(pod)) => PodWatchEvent::Applied(observe(&Pod::from(pod))),
         Ok(Event::Delete(pod)) => PodWatchEvent::Deleted {
             name: pod.metadata.name.unwrap_or_default(),
         },

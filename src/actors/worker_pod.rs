@@ -30,6 +30,7 @@ use crate::messages::worker::{Cancel, DeleteAllowed, DeleteStale, PodUpdate, Res
 use crate::messages::{Outcome, WorkerFinished};
 use crate::metrics::Metrics;
 use crate::outcome;
+use crate::pod_view::{self, PodView};
 use crate::pods::{PodBuilder, Recipe, WorkerIdentity};
 use crate::retry::{self, Backoff, ErrorClass};
 use crate::settings::Settings;
@@ -49,7 +50,8 @@ const QUOTA_BACKOFF: Backoff = Backoff::RESTART;
 
 /// What every worker shares.
 pub struct WorkerEnv {
-    pub pods: Api<Pod>,
+    /// The worker pods' namespace; answers are read as views (no spec, no managed fields).
+    pub pods: Api<PodView>,
     pub deadlines: Deadlines,
     pub metrics: Arc<Metrics>,
     /// `kubernetes.max_concurrent_creates` permits, one per create request in flight.
@@ -66,7 +68,7 @@ pub struct WorkerEnv {
 impl WorkerEnv {
     pub fn new(pods: Api<Pod>, settings: &Settings, metrics: Arc<Metrics>) -> WorkerEnv {
         WorkerEnv {
-            pods,
+            pods: pod_view::views(&pods),
             deadlines: Deadlines {
                 pending_timeout: settings.worker.pending_timeout,
                 image_pull_grace: settings.worker.image_pull_grace,
@@ -378,7 +380,7 @@ impl WorkerPodActor {
             let _slot = slots.acquire_owned().await.ok();
             // Boxed: a worker waiting for its slot holds a small future, not the call's.
             Box::pin(call_with_retry(&fence, &name, &task_id, "create", || {
-                pods.create(&params, &pod)
+                pod_view::create(&pods, &params, &pod)
             }))
             .await
         };
@@ -423,7 +425,7 @@ impl WorkerPodActor {
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
             let input = match res {
                 Err(CallError::Fenced) => return act.fenced("get"),
-                Ok(Some(pod)) => Input::Observed(Arc::new(outcome::observe(&pod))),
+                Ok(Some(pod)) => Input::Observed(Arc::new(outcome::observe(&Pod::from(pod)))),
                 Ok(None) => Input::Vanished,
                 Err(e) => Input::LookupFailed(e.to_string()),
             };
