@@ -114,7 +114,7 @@ mod tests {
     use super::*;
     use crate::outcome::observe;
 
-    /// A finished worker pod as the watch delivers it: spec, three managers' fields.
+    /// A finished worker pod as the watch delivers it: spec, two managers' fields.
     const FINISHED: &str = r#"{
       "kind": "Pod", "apiVersion": "v1",
       "metadata": {
