@@ -93,14 +93,16 @@ fn rates(md: &mut String, report: &Report) {
          rounds: in each, one run of ottoscaler (a fresh process on fresh lanes, qps/burst \
          500 and 1000 creates in flight, not the defaults 50/100 and 64, so no client-side \
          limit shapes the latency; HTTP/1.1, kubernetes.http2 false, not the default, as \
-         the bare client speaks) and one of the bare kube-rs client program with copies \
+         the bare client speaks) and two of the bare kube-rs client program with copies \
          of its pods (a process of its own, without Redis, on the stock kube client: \
-         HTTP/1.1, Nagle on, where ottoscaler sets TCP_NODELAY, so it is no ceiling); who goes \
-         first alternates from round to round. Each cell is `ottoscaler / bare kube-rs \
+         HTTP/1.1, Nagle on, where ottoscaler sets TCP_NODELAY, so it is no ceiling); the \
+         order rotates from round to round. Each cell is `ottoscaler / bare kube-rs \
          client`: p99 over every run of the rate, then each round's. \"ratio\" is the \
          pooled p99s' ratio, \"median ratio\" the median over rounds of each round's own \
-         ratio (paired: both contenders met the machine as it was in that round; at \
-         saturation one round's p99 can double the next's for either contender). Cores are CPU \
+         ratio (paired: both contenders met the machine as it was in that round). \"A/A\" \
+         is the same two numbers for the bare client's second run over its first: the \
+         same program twice, so how far apart two runs fall by chance on this machine; \
+         a ratio inside the A/A spread is no difference this run can show. Cores are CPU \
          seconds per wall-clock second, the mean over the runs, on {} cores; \"all \
          processes\" is kube-apiserver, etcd, the harness (kubesim, watches), \
          redis-server and ottoscaler or the bare client program together. Watch \
@@ -111,25 +113,40 @@ fn rates(md: &mut String, report: &Report) {
         report.machine["cores"]
     );
     md.push_str(
-        "| events/s | B1 p99 (ms) | ratio | median ratio | B1 p99 by round (ms) \
+        "| events/s | B1 p99 (ms) | ratio | median ratio | A/A ratio, median | \
+         B1 p99 by round (ms; bare client again) \
          | B6 p99 (ms) | kube-apiserver cores | all processes, cores | watch re-opens |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     let opt = |v: Option<f64>| v.map_or("–".into(), num);
     for l in lines {
+        let again = |round: usize| {
+            l.aa.as_ref()
+                .and_then(|aa| aa.round_p99.get(round).copied())
+                .map_or(String::new(), |a| format!(" ({})", opt(a)))
+        };
         let rounds: Vec<String> = l
             .round_p99
             .iter()
-            .map(|(o, b)| format!("{} / {}", opt(*o), opt(*b)))
+            .enumerate()
+            .map(|(i, (o, b))| format!("{} / {}{}", opt(*o), opt(*b), again(i)))
             .collect();
+        let aa = l.aa.as_ref().map_or("–".into(), |aa| {
+            format!(
+                "{}, {}",
+                num(aa.latency_p99 / l.latency_p99.1),
+                opt(aa.median_round_ratio)
+            )
+        });
         let _ = writeln!(
             md,
-            "| {} | {} / {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            "| {} | {} / {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
             l.rate,
             num(l.latency_p99.0),
             num(l.latency_p99.1),
             num(l.latency_p99.0 / l.latency_p99.1),
             opt(l.median_round_ratio),
+            aa,
             rounds.join("; "),
             opt(l.completion_p99.0),
             opt(l.completion_p99.1),
@@ -229,6 +246,7 @@ fn num(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::AaLine;
 
     #[test]
     fn the_rate_table_puts_ottoscaler_next_to_the_bare_client() {
@@ -248,6 +266,11 @@ mod tests {
                     apiserver_cores: (Some(1.26), Some(1.2)),
                     busy_cores: (Some(1.8), Some(1.66)),
                     watch_reopens: (2.0, 0.0),
+                    aa: Some(AaLine {
+                        latency_p99: 281.6,
+                        median_round_ratio: Some(1.1),
+                        round_p99: vec![Some(281.6), None],
+                    }),
                 }],
                 ..super::super::Section::default()
             }],
@@ -256,8 +279,8 @@ mod tests {
         assert!(md.contains("on 2 cores"), "{md}");
         assert!(
             md.contains(
-                "| 50 | 173 / 256 | 0.68 | 0.59 | 150 / 256; 180 / – | 217 / – \
-                 | 1.26 / 1.20 | 1.80 / 1.66 | 2 / 0 |"
+                "| 50 | 173 / 256 | 0.68 | 0.59 | 1.10, 1.10 | 150 / 256 (282); 180 / – (–) \
+                 | 217 / – | 1.26 / 1.20 | 1.80 / 1.66 | 2 / 0 |"
             ),
             "{md}"
         );

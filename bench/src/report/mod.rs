@@ -206,6 +206,21 @@ pub struct RateLine {
     /// How many times each contender re-opened its own pod watch over its runs (the API
     /// server closed it because it fell behind, or it failed and was listed anew).
     pub watch_reopens: (f64, f64),
+    /// The A/A pair: the bare client's second run in each round, against its first.
+    pub aa: Option<AaLine>,
+}
+
+/// B1 at one rate: the bare client program's second run in each round, whose p99 over
+/// its first run's (both the same program) shows how far two runs differ by chance on
+/// this machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AaLine {
+    /// B1 p99 (ms) over every second run of the rate.
+    pub latency_p99: f64,
+    /// The median over rounds of each round's second-run p99 / first-run p99.
+    pub median_round_ratio: Option<f64>,
+    /// B1 p99 (ms) of each round's second run.
+    pub round_p99: Vec<Option<f64>>,
 }
 
 impl Section {

@@ -20,7 +20,7 @@ use crate::bench_env::BenchEnv;
 use crate::otto::{Metrics, Otto, OttoConfig};
 use crate::recorder::{PodTimes, Recorder};
 use crate::report::json::round;
-use crate::report::{RateLine, Row, Section, Target};
+use crate::report::{AaLine, RateLine, Row, Section, Target};
 use crate::stats::summarize;
 use crate::{apiserver, ceiling, events};
 use k8s_openapi::api::core::v1::Pod;
@@ -122,23 +122,34 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
 
         let warm_up = warm_up(env, &template, rate, count, timeout).await?;
 
-        // Rounds of both contenders, who goes first alternating (ottoscaler, bare
-        // client; bare client, ottoscaler; ...), so that neither always runs right
-        // after the warm-up or right after the other. Each run is a fresh process on
-        // fresh lanes, alone on the machine: its watches (the contender's and the
-        // harness') open after the warm-up, which sized the API server's watch buffers
-        // to the rate (see `warm_up`).
+        // Rounds of three runs: ottoscaler, the bare client, and the bare client again
+        // (the A/A pair: what the same program scores twice on this machine, the noise
+        // band any ratio must be read against). The order rotates from round to round
+        // (see `order`), so that no contender always runs right after the warm-up or
+        // right after another. Each run is a fresh process on fresh lanes, alone on the
+        // machine: its watches (the contender's and the harness') open after the
+        // warm-up, which sized the API server's watch buffers to the rate (see
+        // `warm_up`).
         let mut otto_runs = Vec::new();
         let mut bare_runs = Vec::new();
+        let mut again_runs = Vec::new();
         for round in 0..plan.latency_rounds {
             let paced = (rate, count);
-            let bare_lane = format!("b1-ceiling-{rate}-{round}");
-            if otto_first(round) {
-                otto_runs.push(otto_run(env, paced, round, timeout).await?);
-                bare_runs.push(ceiling_phase(env, &bare_lane, &template, paced, timeout).await?);
-            } else {
-                bare_runs.push(ceiling_phase(env, &bare_lane, &template, paced, timeout).await?);
-                otto_runs.push(otto_run(env, paced, round, timeout).await?);
+            for contender in order(round) {
+                match contender {
+                    Contender::Ottoscaler => {
+                        otto_runs.push(otto_run(env, paced, round, timeout).await?);
+                    }
+                    Contender::BareClient => {
+                        let lane = format!("b1-ceiling-{rate}-{round}");
+                        bare_runs.push(ceiling_phase(env, &lane, &template, paced, timeout).await?);
+                    }
+                    Contender::BareClientAgain => {
+                        let lane = format!("b1-again-{rate}-{round}");
+                        again_runs
+                            .push(ceiling_phase(env, &lane, &template, paced, timeout).await?);
+                    }
+                }
             }
         }
 
@@ -172,12 +183,26 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
             .map(|(o, b)| (p99_of(&o.run.latencies), p99_of(&b.latencies)))
             .collect();
         let round_ratio = median_round_ratio(&round_p99);
+        let again_plain: Vec<&Run> = again_runs.iter().collect();
+        let again = summarize(&pooled(&again_plain))
+            .context("no pod of the bare client's second run was seen")?;
+        let aa_round_p99: Vec<(Option<f64>, Option<f64>)> = again_runs
+            .iter()
+            .zip(&bare_runs)
+            .map(|(a, b)| (p99_of(&a.latencies), p99_of(&b.latencies)))
+            .collect();
+        let aa = AaLine {
+            latency_p99: again.p99,
+            median_round_ratio: median_round_ratio(&aa_round_p99),
+            round_p99: aa_round_p99.iter().map(|(a, _)| *a).collect(),
+        };
         let rounds: Vec<Value> = otto_runs
             .iter()
             .zip(&bare_runs)
+            .zip(&again_runs)
             .zip(&round_p99)
             .zip(0..)
-            .map(|(((o, b), p99s), round)| round_json(round, o, b, *p99s))
+            .map(|((((o, b), a), p99s), round)| round_json(round, o, b, a, *p99s))
             .collect();
         section.rates.push(RateLine {
             rate,
@@ -191,6 +216,7 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
                 otto_plain.iter().map(|r| r.own_watch_reopens).sum(),
                 bare_plain.iter().map(|r| r.own_watch_reopens).sum(),
             ),
+            aa: Some(aa.clone()),
         });
 
         let runs = plan.latency_rounds;
@@ -214,10 +240,13 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
                      bare kube-rs client program (the stock kube client: HTTP/1.1, Nagle \
                      on, no client-side limit; a process of its own, as ottoscaler is) at \
                      the same rate \
-                     (create sent -> ADDED seen), {runs} runs. Before both, the bare client \
-                     program runs the rate once unmeasured (warm_up_bare_client); then the \
-                     two take turns, who goes first alternating (rounds), each run a fresh \
-                     process on fresh lanes, so that its watches open after the warm-up."
+                     (create sent -> ADDED seen), {runs} runs. A/A: the bare client runs \
+                     a second time in each round, and its p99 over the first run's is \
+                     the noise band of this machine (aa_ratio_...). Before all, the bare \
+                     client program runs the rate once unmeasured (warm_up_bare_client); \
+                     then rounds of the three runs, the order rotating from round to round \
+                     (rounds), each run a fresh process on fresh lanes, so that its \
+                     watches open after the warm-up."
                 ))
                 .detail("events", seen.expected)
                 .detail("pods_seen", seen.latencies.len())
@@ -226,6 +255,16 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
                 .detail("xadd_to_created_at_annotation_ms", a)
                 .detail("bare_client_create_to_watch_added_ms", c.json())
                 .detail("ratio_median_of_rounds", round_ratio.map(|r| round(r, 3)))
+                .detail("bare_client_again_create_to_watch_added_ms", again.json())
+                .detail(
+                    "aa_ratio_bare_client_again_to_bare_client",
+                    serde_json::json!({
+                        "pooled": round(aa.latency_p99 / c.p99, 3),
+                        "median_of_rounds": aa.median_round_ratio.map(|r| round(r, 3)),
+                        "again_bare_client_own_watch_reopens":
+                            again_plain.iter().map(|r| r.own_watch_reopens).sum::<f64>(),
+                    }),
+                )
                 .detail("rounds", Value::Array(rounds))
                 .detail("warm_up_bare_client", warm_up),
         );
@@ -256,9 +295,36 @@ fn mean_cores(runs: &[&Run], process: &str) -> (Option<f64>, Option<f64>) {
     )
 }
 
-/// Whether ottoscaler runs first in `round` (the bare client first in the next).
-fn otto_first(round: u32) -> bool {
-    round.is_multiple_of(2)
+/// The runs of one B1 round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Ottoscaler,
+    BareClient,
+    /// The bare client program a second time: the A/A pair with [`Contender::BareClient`].
+    BareClientAgain,
+}
+
+/// The order of the runs in `round`: ottoscaler, bare client, bare client again,
+/// rotated left by `round`, so that over three rounds each runs once in each place.
+fn order(round: u32) -> [Contender; 3] {
+    let mut all = [
+        Contender::Ottoscaler,
+        Contender::BareClient,
+        Contender::BareClientAgain,
+    ];
+    all.rotate_left(round as usize % 3);
+    all
+}
+
+/// `order(round)` as the rounds' detail spells it.
+fn order_text(round: u32) -> String {
+    order(round)
+        .map(|c| match c {
+            Contender::Ottoscaler => "ottoscaler",
+            Contender::BareClient => "bare client",
+            Contender::BareClientAgain => "bare client again",
+        })
+        .join(", ")
 }
 
 /// The median over rounds of ottoscaler's p99 / the bare client's p99 in the same round
@@ -289,23 +355,28 @@ fn round_json(
     round: u32,
     otto: &OttoRun,
     bare: &Run,
+    again: &Run,
     (otto_p99, bare_p99): (Option<f64>, Option<f64>),
 ) -> Value {
     serde_json::json!({
-        "order": if otto_first(round) { "ottoscaler, bare client" } else { "bare client, ottoscaler" },
+        "order": order_text(round),
         "ottoscaler_p99_ms": otto_p99,
         "bare_client_p99_ms": bare_p99,
+        "bare_client_again_p99_ms": p99_of(&again.latencies),
         "ottoscaler_pods_missing": otto.expected - otto.run.latencies.len(),
         "own_watch_reopens": {
             "ottoscaler": otto.run.own_watch_reopens,
             "bare_client": bare.own_watch_reopens,
+            "bare_client_again": again.own_watch_reopens,
         },
         "apiserver_terminated_pod_watchers": {
             "ottoscaler_run": otto.run.closed_watches,
             "bare_client_run": bare.closed_watches,
+            "bare_client_again_run": again.closed_watches,
         },
         "cpu_seconds": otto.run.cpu,
         "cpu_seconds_bare_client": bare.cpu,
+        "cpu_seconds_bare_client_again": again.cpu,
         "ottoscaler_read_to_created_ms": otto.create_histogram,
         "ottoscaler_built_to_own_watch_ms": otto.watch_histogram,
     })
@@ -613,6 +684,18 @@ mod tests {
         assert_eq!(c.missing(), 0);
         assert_eq!(c.shortfall(), None);
         assert_eq!(c.latencies, vec![10.0]);
+    }
+
+    #[test]
+    fn each_contender_runs_once_in_each_place_over_three_rounds() {
+        let rounds: Vec<[Contender; 3]> = (0..3).map(order).collect();
+        for place in 0..3 {
+            let mut at: Vec<Contender> = rounds.iter().map(|r| r[place]).collect();
+            at.dedup();
+            assert_eq!(at.len(), 3, "place {place}: {rounds:?}");
+        }
+        assert_eq!(order(3), order(0));
+        assert_eq!(order_text(1), "bare client, bare client again, ottoscaler");
     }
 
     #[test]
