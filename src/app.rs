@@ -164,7 +164,11 @@ pub async fn run(settings: Settings, kubeconfig: Option<&Path>) -> anyhow::Resul
     let elector = if ha.enabled {
         info!(lease = %ha.lease_name, namespace = %lease_namespace, "leader election on");
         let elector = ElectorStart {
-            kubernetes: kubernetes.clone(),
+            // One Lease request every few seconds: one connection is plenty.
+            kubernetes: KubernetesSettings {
+                http2_connections: 1,
+                ..kubernetes.clone()
+            },
             kubeconfig: kubeconfig.map(Path::to_path_buf),
             namespace: lease_namespace,
             config: ElectorConfig::from_settings(ha, consumer.clone()),

@@ -12,14 +12,17 @@
 
 pub mod layers;
 
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use kube::client::{Body, ClientBuilder, ConfigExt, DynBody};
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
@@ -90,7 +93,11 @@ pub async fn client(
     // failing API server would be retried unseen, unpaced and uncounted.
     config.default_retry = false;
     let namespace = namespace(&settings.namespace, &config.default_namespace);
-    let client = base_service(config, settings.http2)?
+    // Validated (at least 1) at start; 1 if not.
+    let connections = settings
+        .http2
+        .then(|| NonZeroU32::new(settings.http2_connections).unwrap_or(NonZeroU32::MIN));
+    let client = base_service(config, connections)?
         // Innermost first: the timeout starts once the rate limit let the request go, and
         // the counter sees timeouts as `error`.
         .with_layer(&TimeoutLayer::new(REQUEST_TIMEOUT))
@@ -117,8 +124,9 @@ pub async fn client(
 /// proxy configured, kube's builder is used as is, since it alone knows how to tunnel.
 fn base_service(
     config: Config,
-    http2: bool,
+    http2_connections: Option<NonZeroU32>,
 ) -> Result<ClientBuilder<BaseService>, KubeClientError> {
+    let http2 = http2_connections.is_some();
     if config.proxy_url.is_some() {
         return ClientBuilder::try_from(config).map_err(KubeClientError::Client);
     }
@@ -153,14 +161,16 @@ fn base_service(
     } else {
         https.enable_http1().wrap_connector(connector)
     };
-    let http: hyper_util::client::legacy::Client<_, Body> =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .http2_keep_alive_interval(H2_PING_INTERVAL)
-            .http2_keep_alive_timeout(H2_PING_TIMEOUT)
-            .http2_keep_alive_while_idle(true)
-            .build(https);
+    let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .http2_keep_alive_interval(H2_PING_INTERVAL)
+        .http2_keep_alive_timeout(H2_PING_TIMEOUT)
+        .http2_keep_alive_while_idle(true);
+    // Each legacy client has a pool of its own, so over HTTP/2 each is one connection.
+    let pools = http2_connections.map_or(1, NonZeroU32::get);
+    let http = Pools::new((0..pools).map(|_| builder.build(https.clone())).collect());
     let service = ServiceBuilder::new()
         .map_response(|response: http::Response<Incoming>| {
             response.map(|body| Box::new(BodyExt::map_err(body, BoxError::from)) as Box<DynBody>)
@@ -178,6 +188,51 @@ fn base_service(
         BoxService::new(service),
         config.default_namespace,
     ))
+}
+
+/// Requests spread in turn over a few HTTP clients, each with a pool (over HTTP/2: a
+/// connection) of its own. On an API server short of CPU, one multiplexed connection
+/// is read and written by one goroutine there, and everything on it (creates, deletes,
+/// the pod watch) waits its turn; a few connections get the share a few client-go
+/// clients would.
+#[derive(Clone)]
+struct Pools<C: Clone> {
+    clients: Arc<[hyper_util::client::legacy::Client<C, Body>]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl<C: Clone> Pools<C> {
+    fn new(clients: Vec<hyper_util::client::legacy::Client<C, Body>>) -> Self {
+        assert!(!clients.is_empty(), "at least one HTTP client");
+        Self {
+            clients: clients.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// The pool for the `n`th request of `pools`: in turn.
+fn pool_for(n: usize, pools: usize) -> usize {
+    n % pools
+}
+
+impl<C> tower::Service<http::Request<Body>> for Pools<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    type Response = http::Response<Incoming>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = hyper_util::client::legacy::ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A legacy client is always ready: it queues for a connection itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.clients[pool_for(n, self.clients.len())].request(request)
+    }
 }
 
 /// Whether the API server answers `/version` within a few seconds; for `/readyz`.

@@ -126,6 +126,11 @@ pub struct KubernetesSettings {
     /// CPU that gets ottoscaler's requests served sooner, at the cost of more sockets
     /// (README "Known limits"). Default true.
     pub http2: bool,
+    /// HTTP/2 connections to the API server (`http2` on), requests spread over them in
+    /// turn: on an API server short of CPU, each connection is served by one goroutine
+    /// there, so one connection for everything fell behind (README "Known limits").
+    /// Default 4.
+    pub http2_connections: u32,
     /// Record a Kubernetes Event on the pod of each worker that ends `failed`,
     /// `timed_out`, `lost` or `cancelled` (needs `events.k8s.io` `events: create,
     /// patch`). Default true.
@@ -332,6 +337,7 @@ impl Default for KubernetesSettings {
             burst: 100,
             max_concurrent_creates: 64,
             http2: true,
+            http2_connections: 4,
             events: true,
             events_per_second: 5,
             events_burst: 20,

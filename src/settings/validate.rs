@@ -10,6 +10,9 @@ use super::{DEFAULT_TEMPLATE, Settings, TemplateSettings, TolerationSettings};
 
 /// The most `worker.max_disruption_retries` may be.
 pub const MAX_DISRUPTION_RETRIES: u32 = 10;
+/// The most `kubernetes.http2_connections` may be: past a few, connections only add
+/// sockets and TLS state.
+pub const MAX_HTTP2_CONNECTIONS: u64 = 64;
 
 /// A setting that cannot be used. The message always starts with the key (or the config
 /// file) so an operator knows what to fix.
@@ -102,6 +105,12 @@ impl Settings {
             "kubernetes.max_concurrent_creates",
             kubernetes.max_concurrent_creates.into(),
             1,
+        )?;
+        between(
+            "kubernetes.http2_connections",
+            kubernetes.http2_connections.into(),
+            1,
+            MAX_HTTP2_CONNECTIONS,
         )?;
 
         at_least(
@@ -400,6 +409,16 @@ fn at_least(key: &str, value: u64, min: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
+fn between(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if !(min..=max).contains(&value) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("({value}) must be from {min} to {max}"),
+        ));
+    }
+    Ok(())
+}
+
 /// RFC 1123 label, what Kubernetes requires of a namespace name.
 fn is_dns_label(s: &str) -> bool {
     let bytes = s.as_bytes();
@@ -500,6 +519,14 @@ mod tests {
             (
                 "kubernetes.max_concurrent_creates",
                 Box::new(|s| s.kubernetes.max_concurrent_creates = 0),
+            ),
+            (
+                "kubernetes.http2_connections",
+                Box::new(|s| s.kubernetes.http2_connections = 0),
+            ),
+            (
+                "kubernetes.http2_connections",
+                Box::new(|s| s.kubernetes.http2_connections = 65),
             ),
             (
                 "kubernetes.namespace",
