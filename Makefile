@@ -35,7 +35,7 @@ run: ## run ottoscaler against $$KUBECONFIG and $$REDIS_URL
 test: deps controlplane tools otelcol ## run every test (unit, actor, Redis, end-to-end, chart, monitoring, traces) against real components
 	$(CARGO) test --workspace --all-targets --locked --no-fail-fast
 
-bench: deps controlplane ## benchmarks B1-B6, H1, H2, F1 against the release binary (about 12 min); writes target/bench/results.json and docs/benchmarks.md
+bench: deps controlplane ## benchmarks B1-B6, H1, H2, F1 against the release binary (about 21 min); writes target/bench/results.json and docs/benchmarks.md
 	$(CARGO) build --release --bin ottoscaler -p ottoscaler
 	$(CARGO) run --release -p bench -- --ottoscaler target/release/ottoscaler
 

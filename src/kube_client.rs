@@ -109,13 +109,12 @@ pub async fn client(
 
 /// kube's HTTP stack (TLS, base URI, auth, extra headers) over our own connection
 /// handling, for two reasons:
-/// - HTTP/2 where the server offers it (ALPN) and `http2` is on, as client-go does:
-///   every request and the watch share one connection. kube's builder speaks HTTP/1.1
-///   only, so each request in flight holds a connection of its own, with its TLS state
-///   and buffers (before `kubernetes.max_concurrent_creates`, 5,000 sockets and ~300 MiB
-///   at 10,000 workers starting at once). With `http2` off, that is what we do too:
-///   on an API server short of CPU, requests on connections of their own were served
-///   sooner than the same requests multiplexed on one (README "Known limits").
+/// - HTTP/2 where the server offers it (ALPN) and `http2_connections` is given: the
+///   requests and the watch share that many connections, in turn ([`Pools`]). kube's
+///   builder speaks HTTP/1.1 only, so each request in flight holds a connection of its
+///   own, with its TLS state and buffers (before `kubernetes.max_concurrent_creates`,
+///   5,000 sockets and ~300 MiB at 10,000 workers starting at once). With `None`
+///   (`http2` off), that is what we do too.
 /// - `TCP_NODELAY`: kube leaves Nagle on (kube-rs/kube#2056), so the first request on a
 ///   new connection waited ~40 ms for the server's delayed ACK.
 ///

@@ -28,9 +28,8 @@ use serde_json::Value;
 
 /// Above any rate measured, so neither the client-side rate limit (each pod costs a
 /// create and a delete), the bound on creates in flight, nor `max_workers` backpressure
-/// shapes the latency; HTTP/1.1 as the bare client speaks (not the default HTTP/2: on
-/// this saturated 2-core control plane, one multiplexed connection was served later than
-/// a connection per request, README "Known limits").
+/// shapes the latency; HTTP/1.1 as the bare client speaks (not the default HTTP/2 over
+/// a few connections; README "Known limits" compares the two at saturation).
 const CONFIG: OttoConfig = OttoConfig {
     qps: 500,
     burst: 500,
@@ -235,8 +234,7 @@ async fn measure(env: &BenchEnv, plan: &Plan) -> Result<Section> {
                      ottoscaler with qps/burst 500 and 1000 creates in flight (not the \
                      defaults 50/100 and 64), max_workers 1000, and HTTP/1.1 \
                      (kubernetes.http2 false, not the default: the bare client's transport; \
-                     with HTTP/2, ottoscaler's p99 at 100 events/s was about 1.5x the bare \
-                     client's, README \"Known limits\"), pods run 1 s. Baseline: p99 of the \
+                     HTTP/2 at saturation: README \"Known limits\"), pods run 1 s. Baseline: p99 of the \
                      bare kube-rs client program (the stock kube client: HTTP/1.1, Nagle \
                      on, no client-side limit; a process of its own, as ottoscaler is) at \
                      the same rate \
