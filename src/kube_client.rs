@@ -210,11 +210,6 @@ impl<C: Clone> Pools<C> {
     }
 }
 
-/// The pool for the `n`th request of `pools`: in turn.
-fn pool_for(n: usize, pools: usize) -> usize {
-    n % pools
-}
-
 impl<C> tower::Service<http::Request<Body>> for Pools<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
@@ -230,7 +225,7 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.clients[pool_for(n, self.clients.len())].request(request)
+        self.clients[n % self.clients.len()].request(request)
     }
 }
 

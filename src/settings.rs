@@ -120,11 +120,9 @@ pub struct KubernetesSettings {
     /// Pod creates in flight at once; the other new workers wait for a slot without
     /// holding a request. Bounds memory and API server load in a burst. Default 64.
     pub max_concurrent_creates: u32,
-    /// Offer HTTP/2 to the API server (ALPN): every request and the watch share one
-    /// connection, as client-go does. `false`: HTTP/1.1, a connection per request in
-    /// flight (kept for reuse), as the stock kube client does; on an API server short of
-    /// CPU that gets ottoscaler's requests served sooner, at the cost of more sockets
-    /// (README "Known limits"). Default true.
+    /// Offer HTTP/2 to the API server (ALPN): the requests and the watch share
+    /// `http2_connections` connections. `false`: HTTP/1.1, a connection per request in
+    /// flight (kept for reuse), as the stock kube client does. Default true.
     pub http2: bool,
     /// HTTP/2 connections to the API server (`http2` on), requests spread over them in
     /// turn: on an API server short of CPU, each connection is served by one goroutine
